@@ -1,0 +1,101 @@
+"""Any OpenAI-compatible chat server (vLLM, llama.cpp server, OpenRouter ...).
+
+    openai:MODEL?base_url=http://127.0.0.1:8000/v1       key from $OPENAI_API_KEY if set
+    openrouter:meta-llama/llama-3.1-8b-instruct           key from $OPENROUTER_API_KEY
+Options: ``base_url``, ``api_key_env`` (name of the variable holding the key), ``timeout``
+(seconds, default 120), ``retries`` (default 1; never unbounded).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from ..config import Settings
+from ..errors import BackendError, ModelSpecError
+from ..specs import ModelSpec
+from .base import Backend, Chunk, GenerationOptions, Message
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+
+STATUS_HINTS = {
+    401: "the API key was refused; set the variable named by api_key_env",
+    402: "the account is out of credits; top it up or pick a local model",
+    404: "the server does not know this model name",
+    429: "the server is rate-limiting; wait a moment and try again",
+}
+
+
+class OpenAICompatBackend(Backend):
+    engine = "openai"
+
+    def __init__(self, spec: ModelSpec, settings: Settings):
+        super().__init__(spec, settings)
+        import openai
+
+        is_openrouter = spec.engine == "openrouter"
+        self.base_url = spec.get("base_url") or (
+            OPENROUTER_BASE_URL if is_openrouter else os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
+        )
+        key_env = spec.get("api_key_env") or ("OPENROUTER_API_KEY" if is_openrouter else "OPENAI_API_KEY")
+        api_key = os.environ.get(key_env) or "not-needed"
+        try:
+            timeout = float(spec.get("timeout", "120"))
+            retries = int(spec.get("retries", "1"))
+        except ValueError as exc:
+            raise ModelSpecError(f"Spec {spec}: timeout must be a number, retries a whole number.") from exc
+        self.client = openai.OpenAI(
+            base_url=self.base_url, api_key=api_key, timeout=timeout, max_retries=max(0, min(retries, 5))
+        )
+
+    @property
+    def checkpoint(self) -> str:
+        return f"{self.spec.target}@{self.base_url}"
+
+    def stream(self, messages: list[Message], options: GenerationOptions) -> Iterator[Chunk]:
+        import openai
+
+        kwargs = dict(
+            model=self.spec.target,
+            messages=messages,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            max_tokens=options.max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        if options.seed is not None:
+            kwargs["seed"] = options.seed
+        if options.stop:
+            kwargs["stop"] = options.stop
+        try:
+            finish = None
+            usage = None
+            for event in self.client.chat.completions.create(**kwargs):
+                if getattr(event, "usage", None):
+                    usage = event.usage
+                for choice in event.choices or []:
+                    text = choice.delta.content if choice.delta else None
+                    finish = choice.finish_reason or finish
+                    if text:
+                        yield Chunk(text=text)
+            yield Chunk(
+                prompt_tokens=getattr(usage, "prompt_tokens", None),
+                completion_tokens=getattr(usage, "completion_tokens", None),
+                finish_reason=finish,
+            )
+        except openai.APIStatusError as exc:
+            hint = STATUS_HINTS.get(exc.status_code, "the server reported an error")
+            raise BackendError(
+                f"The server at {self.base_url} answered HTTP {exc.status_code}: {hint}."
+            ) from exc
+        except openai.APITimeoutError as exc:
+            raise BackendError(f"The server at {self.base_url} did not answer in time.") from exc
+        except openai.APIConnectionError as exc:
+            raise BackendError(f"Cannot reach {self.base_url}: is the server running?") from exc
+        except (openai.APIError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            raise BackendError(f"The server at {self.base_url} sent a broken answer: {exc}") from exc
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,76 @@
+"""Backends are chosen by the engine part of a spec string through this registry."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections import OrderedDict
+
+from ..config import Settings
+from ..errors import ModelSpecError
+from ..specs import ModelSpec, parse_spec
+from .base import Backend
+
+# engine name -> "module:Class"; modules are imported on first use so that the CLI starts
+# quickly and an engine whose optional dependency is missing breaks only itself.
+BACKENDS: dict[str, str] = {
+    "gguf": "tutor.backends.llamacpp:LlamaCppBackend",
+    "hf": "tutor.backends.hf:TransformersBackend",
+    "ollama": "tutor.backends.ollama:OllamaBackend",
+    "openai": "tutor.backends.openai_compat:OpenAICompatBackend",
+    "openrouter": "tutor.backends.openai_compat:OpenAICompatBackend",
+}
+
+
+def register_backend(engine: str, dotted: str) -> None:
+    """Add an engine: ``register_backend("myengine", "mypkg.mod:MyBackend")``."""
+    BACKENDS[engine] = dotted
+
+
+def backend_class(engine: str) -> type[Backend]:
+    try:
+        dotted = BACKENDS[engine]
+    except KeyError:
+        raise ModelSpecError(
+            f"Unknown engine {engine!r}. Known engines: {', '.join(sorted(BACKENDS))}."
+        ) from None
+    module_name, _, class_name = dotted.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)
+
+
+def load_backend(spec: str | ModelSpec, settings: Settings) -> Backend:
+    """Build the backend a spec names. Raises ModelSpecError or BackendError with a fix."""
+    parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    return backend_class(parsed.engine)(parsed, settings)
+
+
+class BackendPool:
+    """Keeps the most recently used backends loaded, so a chat does not reload its model
+    on every message. Thread-safe; loading happens at most once per spec at a time."""
+
+    def __init__(self, settings: Settings, max_loaded: int = 2):
+        self.settings = settings
+        self.max_loaded = max_loaded
+        self._loaded: OrderedDict[str, Backend] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, spec: str | ModelSpec) -> Backend:
+        parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+        key = str(parsed)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            backend = load_backend(parsed, self.settings)
+            self._loaded[key] = backend
+            while len(self._loaded) > self.max_loaded:
+                _, old = self._loaded.popitem(last=False)
+                old.close()
+            return backend
+
+    def close(self) -> None:
+        with self._lock:
+            for backend in self._loaded.values():
+                backend.close()
+            self._loaded.clear()

@@ -1,0 +1,86 @@
+"""The SQLite schema, as an append-only list of migrations applied idempotently at start-up.
+
+Never edit or reorder a migration that has shipped: add a new one at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlite_utils import Database
+
+MIGRATIONS: list[Callable[[Database], None]] = []
+
+
+def migration(fn: Callable[[Database], None]) -> Callable[[Database], None]:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply every migration not yet applied; return the names applied now."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _quimbot_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in db.execute("SELECT name FROM _quimbot_migrations").fetchall()}
+    applied = []
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        with db.conn:
+            fn(db)
+            db.execute(
+                "INSERT INTO _quimbot_migrations (name, applied_at) VALUES (?, ?)",
+                [fn.__name__, datetime.now(timezone.utc).isoformat()],
+            )
+        applied.append(fn.__name__)
+    return applied
+
+
+@migration
+def m001_conversations_turns_events(db: Database) -> None:
+    db["conversations"].create(
+        {
+            "id": int,
+            "created_at": str,
+            "updated_at": str,
+            "title": str,
+            "level": str,
+            "model_spec": str,
+            "client": str,
+            "learner": str,
+        },
+        pk="id",
+    )
+    db["turns"].create(
+        {
+            "id": int,
+            "conversation_id": int,
+            "idx": int,
+            "role": str,
+            "content": str,
+            "status": str,  # ok | pending | error | interrupted | rejected
+            "model_spec": str,
+            "checkpoint": str,
+            "level": str,
+            "system_prompt": str,
+            "options": str,  # JSON
+            "latency_ms": float,
+            "first_token_ms": float,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "finish_reason": str,
+            "error": str,
+            "created_at": str,
+            "completed_at": str,
+        },
+        pk="id",
+        foreign_keys=[("conversation_id", "conversations", "id")],
+        not_null={"conversation_id", "idx", "role", "content", "status", "created_at"},
+    )
+    db["turns"].create_index(["conversation_id", "idx"], unique=True)
+    db["events"].create(
+        {"id": int, "created_at": str, "conversation_id": int, "kind": str, "detail": str},
+        pk="id",
+    )
+    db["events"].create_index(["conversation_id"])

@@ -1,0 +1,207 @@
+"""The chat service: validates a learner message, stores it, builds the prompt from the
+stored history, streams the tutor's reply from a backend and logs the outcome.
+
+The learner's message is written before generation starts, and the reply turn is written as
+'pending' and completed afterwards, so a crash mid-reply loses nothing the learner typed."""
+
+from __future__ import annotations
+
+import time
+import traceback
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends import Backend, BackendPool, GenerationOptions, Message
+from .errors import InputError, QuimbotError
+from .prompts import normalize_level, system_prompt
+from .specs import parse_spec
+from .store import Store, now
+
+MAX_MESSAGE_CHARS = 4000
+# Bidirectional overrides can make text display differently from what it is.
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def clean_message(text: Any, max_chars: int = MAX_MESSAGE_CHARS) -> str:
+    """Return the message as it will be stored and sent, or raise InputError saying why not.
+
+    Drops control characters (keeping newlines and tabs), lone surrogates and bidi overrides,
+    normalises newlines and Unicode (NFC), and trims surrounding whitespace."""
+    if text is None:
+        raise InputError("Your message is empty: type something to say to the tutor.")
+    text = str(text).replace("\r\n", "\n").replace("\r", "\n")
+    kept = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if ch in "\n\t" or (category not in ("Cc", "Cs") and ch not in _BIDI_CONTROLS):
+            kept.append(ch)
+    cleaned = unicodedata.normalize("NFC", "".join(kept)).strip()
+    if not cleaned:
+        raise InputError("Your message is empty: type something to say to the tutor.")
+    if len(cleaned) > max_chars:
+        raise InputError(
+            f"Your message is {len(cleaned):,} characters long; the limit is {max_chars:,}. "
+            "Please split it into shorter messages."
+        )
+    return cleaned
+
+
+@dataclass
+class ReplyUpdate:
+    """One step of a streamed reply. ``text`` is the reply so far; the last update has
+    ``done=True`` and, when something went wrong, ``error`` with a message for the user."""
+
+    conversation_id: int | None
+    text: str = ""
+    done: bool = False
+    error: str | None = None
+    user_turn_id: int | None = None
+    turn_id: int | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class ChatService:
+    """What the app and the CLI call. Conversations are keyed by id and rebuilt from the
+    store on every message, so concurrent sessions can never mix their histories."""
+
+    def __init__(self, store: Store, pool: BackendPool, default_model: str = "default"):
+        self.store = store
+        self.pool = pool
+        self.default_model = default_model
+
+    def new_conversation(self, *, model_spec: str | None = None, level: str | None = None,
+                         client: str = "app", learner: str | None = None) -> int:
+        return self.store.create_conversation(
+            level=normalize_level(level), model_spec=model_spec or self.default_model,
+            client=client, learner=learner,
+        )
+
+    def history(self, conversation_id: int) -> list[Message]:
+        """Completed exchanges only: a learner turn counts once its reply succeeded."""
+        turns = self.store.turns(conversation_id)
+        messages: list[Message] = []
+        pending_user: dict | None = None
+        for turn in turns:
+            if turn["role"] == "user":
+                pending_user = turn if turn["status"] == "ok" else None
+            elif turn["role"] == "assistant" and turn["status"] == "ok" and pending_user is not None:
+                messages.append({"role": "user", "content": pending_user["content"]})
+                messages.append({"role": "assistant", "content": turn["content"]})
+                pending_user = None
+        return messages
+
+    def build_messages(self, backend: Backend, system: str, history: list[Message], text: str,
+                       options: GenerationOptions) -> tuple[list[Message], int | None]:
+        """System prompt + as much recent history as fits + the new message.
+
+        Oldest exchanges are dropped first. Raises InputError when the new message alone does
+        not fit the model's context next to the reply it needs room for."""
+        current = [{"role": "user", "content": text}]
+        context = backend.context_length
+        messages = [{"role": "system", "content": system}, *history, *current]
+        count = backend.count_tokens(messages)
+        if context is None or count is None:
+            return messages, count
+        budget = context - options.max_tokens
+        while count > budget and history:
+            history = history[2:]
+            messages = [{"role": "system", "content": system}, *history, *current]
+            count = backend.count_tokens(messages)
+        if count > budget:
+            raise InputError(
+                f"Your message is too long for this model: with the tutor's instructions it takes "
+                f"{count:,} tokens, and the model reads {context:,} tokens including room for a "
+                f"{options.max_tokens}-token reply. Please shorten it."
+            )
+        return messages, count
+
+    def send(self, text: Any, *, conversation_id: int | None = None, model_spec: str | None = None,
+             level: str | None = None, options: GenerationOptions | None = None,
+             client: str = "app") -> Iterator[ReplyUpdate]:
+        """Stream the tutor's reply. Never raises a QuimbotError: problems arrive as the last
+        update's ``error`` and are logged."""
+        options = options or GenerationOptions()
+        level = normalize_level(level)
+        spec_text = (model_spec or self.default_model).strip()
+        try:
+            cleaned = clean_message(text)
+        except InputError as exc:
+            raw = "" if text is None else str(text)
+            self.store.log_event("rejected_input", {"reason": str(exc), "chars": len(raw),
+                                                     "preview": raw[:200]}, conversation_id)
+            yield ReplyUpdate(conversation_id, done=True, error=str(exc))
+            return
+        if conversation_id is None:
+            conversation_id = self.new_conversation(model_spec=spec_text, level=level, client=client)
+        user_turn = self.store.add_turn(conversation_id, "user", cleaned, level=level)
+        update = ReplyUpdate(conversation_id, user_turn_id=user_turn)
+        yield update
+        system = system_prompt(level)
+        base_fields = dict(model_spec=spec_text, level=level, system_prompt=system,
+                           options=options.model_dump())
+        reply_turn: int | None = None
+        produced: list[str] = []
+        finished = False
+        try:
+            spec = parse_spec(spec_text)
+            base_fields["model_spec"] = str(spec)
+            backend = self.pool.get(spec)
+            try:
+                messages, prompt_tokens = self.build_messages(
+                    backend, system, self.history(conversation_id), cleaned, options)
+            except InputError:
+                self.store.update_turn(user_turn, status="rejected", error="too long for the model's context")
+                raise
+            reply_turn = self.store.add_turn(conversation_id, "assistant", "", status="pending",
+                                             checkpoint=backend.checkpoint, prompt_tokens=prompt_tokens,
+                                             **base_fields)
+            update.turn_id = reply_turn
+            start = time.perf_counter()
+            first_token_ms = None
+            final: dict[str, Any] = {}
+            for chunk in backend.stream(messages, options):
+                if chunk.text:
+                    if first_token_ms is None:
+                        first_token_ms = (time.perf_counter() - start) * 1000
+                    produced.append(chunk.text)
+                    update.text = "".join(produced)
+                    yield update
+                for key in ("prompt_tokens", "completion_tokens", "finish_reason"):
+                    if getattr(chunk, key) is not None:
+                        final[key] = getattr(chunk, key)
+            latency_ms = (time.perf_counter() - start) * 1000
+            content = "".join(produced).strip()
+            stats = {"latency_ms": round(latency_ms, 1),
+                     "first_token_ms": round(first_token_ms, 1) if first_token_ms is not None else None,
+                     **final}
+            if not content:
+                raise QuimbotError("The model returned an empty reply. Try again or pick another model.")
+            self.store.update_turn(reply_turn, content=content, status="ok", completed_at=now(), **stats)
+            finished = True
+            update.text, update.done, update.stats = content, True, stats
+            yield update
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a logged, visible message
+            if isinstance(exc, QuimbotError):
+                message = str(exc)
+            else:
+                message = f"Something went wrong inside Quimbot ({type(exc).__name__}: {exc})."
+                self.store.log_event("internal_error", {"error": repr(exc),
+                                                        "trace": traceback.format_exc()}, conversation_id)
+            partial = "".join(produced)
+            if reply_turn is None:
+                reply_turn = self.store.add_turn(conversation_id, "assistant", "", status="error",
+                                                 error=message, completed_at=now(), **base_fields)
+            else:
+                self.store.update_turn(reply_turn, status="error", error=message, content=partial,
+                                       completed_at=now())
+            finished = True
+            update.turn_id, update.done, update.error = reply_turn, True, message
+            yield update
+        finally:
+            if reply_turn is not None and not finished:
+                # The consumer went away (closed tab, Ctrl-C) or something unexpected broke.
+                self.store.update_turn(reply_turn, status="interrupted", content="".join(produced),
+                                       error="the reply was stopped before it finished",
+                                       completed_at=now())
