@@ -149,7 +149,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     if args.message:
         results = [say(m) for m in args.message]
-        print(f"[conversation {conversation}]", file=sys.stderr)
+        if conversation is not None:
+            print(f"[conversation {conversation}]", file=sys.stderr)
         return 0 if all(results) else 1
     interactive = sys.stdin.isatty()
     if interactive:
