@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +15,8 @@ from sqlite_utils import Database
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from fakes import free_port  # noqa: E402,F401  (shared with the tests)
 
 from tutor.backends import BackendPool  # noqa: E402
 from tutor.config import Settings  # noqa: E402
@@ -52,12 +54,6 @@ def service(store: Store, shared_pool: BackendPool) -> ChatService:
     return ChatService(store, shared_pool)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 180) -> None:
     import httpx
 
@@ -73,6 +69,29 @@ def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+@contextlib.contextmanager
+def serve_subprocess(cmd: list[str], ready_url: str, log_path: Path, env: dict | None = None,
+                     timeout: float = 180):
+    """Run a server command, wait until ``ready_url`` answers, stop it afterwards.
+    A server that dies or never answers fails the test with the end of its log."""
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env or dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_for_http(ready_url, proc, timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{cmd[:4]} did not start ({exc}):\n{Path(log_path).read_text()[-3000:]}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
 @pytest.fixture
 def running_app(tmp_path: Path):
     """The real app (`quimbot app`) in a subprocess on a free port, with its own database."""
@@ -80,16 +99,7 @@ def running_app(tmp_path: Path):
     db = tmp_path / "app.db"
     env = {**os.environ, "QUIMBOT_DB": str(db), "QUIMBOT_RUNS_DIR": str(tmp_path / "runs"),
            "QUIMBOT_EXPORTS_DIR": str(tmp_path / "exports")}
-    log = open(tmp_path / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "tutor.cli", "app", "--port", str(port), "--preload"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/", proc)
-        yield {"url": f"http://127.0.0.1:{port}/", "db": db, "proc": proc, "log": tmp_path / "app.log"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    url = f"http://127.0.0.1:{port}/"
+    cmd = [sys.executable, "-m", "tutor.cli", "app", "--port", str(port), "--preload"]
+    with serve_subprocess(cmd, url, tmp_path / "app.log", env) as proc:
+        yield {"url": url, "db": db, "proc": proc, "log": tmp_path / "app.log"}

@@ -10,7 +10,7 @@ import time
 import traceback
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .backends import Backend, BackendPool, GenerationOptions, Message
@@ -137,7 +137,7 @@ class ChatService:
             conversation_id = self.new_conversation(model_spec=spec_text, level=level, client=client)
         user_turn = self.store.add_turn(conversation_id, "user", cleaned, level=level)
         update = ReplyUpdate(conversation_id, user_turn_id=user_turn)
-        yield update
+        yield replace(update)
         system = system_prompt(level)
         base_fields = dict(model_spec=spec_text, level=level, system_prompt=system,
                            options=options.model_dump())
@@ -167,7 +167,7 @@ class ChatService:
                         first_token_ms = (time.perf_counter() - start) * 1000
                     produced.append(chunk.text)
                     update.text = "".join(produced)
-                    yield update
+                    yield replace(update)
                 for key in ("prompt_tokens", "completion_tokens", "finish_reason"):
                     if getattr(chunk, key) is not None:
                         final[key] = getattr(chunk, key)
@@ -181,7 +181,7 @@ class ChatService:
             self.store.update_turn(reply_turn, content=content, status="ok", completed_at=now(), **stats)
             finished = True
             update.text, update.done, update.stats = content, True, stats
-            yield update
+            yield replace(update)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a logged, visible message
             if isinstance(exc, QuimbotError):
                 message = str(exc)
@@ -198,7 +198,7 @@ class ChatService:
                                        completed_at=now())
             finished = True
             update.turn_id, update.done, update.error = reply_turn, True, message
-            yield update
+            yield replace(update)
         finally:
             if reply_turn is not None and not finished:
                 # The consumer went away (closed tab, Ctrl-C) or something unexpected broke.

@@ -45,6 +45,7 @@ class OpenAICompatBackend(Backend):
             retries = int(spec.get("retries", "1"))
         except ValueError as exc:
             raise ModelSpecError(f"Spec {spec}: timeout must be a number, retries a whole number.") from exc
+        self.timeout = timeout
         self.client = openai.OpenAI(
             base_url=self.base_url, api_key=api_key, timeout=timeout, max_retries=max(0, min(retries, 5))
         )
@@ -69,10 +70,12 @@ class OpenAICompatBackend(Backend):
             kwargs["seed"] = options.seed
         if options.stop:
             kwargs["stop"] = options.stop
+        stream = None
         try:
             finish = None
             usage = None
-            for event in self.client.chat.completions.create(**kwargs):
+            stream = self.client.chat.completions.create(**kwargs)
+            for event in stream:
                 if getattr(event, "usage", None):
                     usage = event.usage
                 for choice in event.choices or []:
@@ -87,15 +90,46 @@ class OpenAICompatBackend(Backend):
             )
         except openai.APIStatusError as exc:
             hint = STATUS_HINTS.get(exc.status_code, "the server reported an error")
+            if exc.status_code == 404:
+                hint = f"the server does not know the model {self.spec.target!r}; check the name"
+            detail = _server_message(exc)
             raise BackendError(
                 f"The server at {self.base_url} answered HTTP {exc.status_code}: {hint}."
+                + (f" It said: {detail}" if detail else "")
             ) from exc
         except openai.APITimeoutError as exc:
-            raise BackendError(f"The server at {self.base_url} did not answer in time.") from exc
+            raise BackendError(
+                f"The server at {self.base_url} did not answer in time (waited {self.timeout:g} s; a slow "
+                "model may need a larger timeout=SECONDS in the model spec)."
+            ) from exc
         except openai.APIConnectionError as exc:
+            if stream is not None:  # the answer had started: the connection broke mid-reply
+                raise BackendError(
+                    f"The connection to {self.base_url} was lost before the reply finished."
+                ) from exc
             raise BackendError(f"Cannot reach {self.base_url}: is the server running?") from exc
-        except (openai.APIError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        except openai.APIResponseValidationError as exc:
             raise BackendError(f"The server at {self.base_url} sent a broken answer: {exc}") from exc
+        except openai.APIError as exc:  # an error event inside a 200 stream (OpenRouter does this)
+            raise BackendError(
+                f"The server at {self.base_url} reported an error during the reply: {exc.message}"
+            ) from exc
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:
+            raise BackendError(f"The server at {self.base_url} sent a broken answer: {exc}") from exc
+        finally:
+            if stream is not None:
+                stream.close()
 
     def close(self) -> None:
         self.client.close()
+
+
+def _server_message(exc) -> str:
+    """The error text a server put in its JSON body ({"error": {"message": ...}}), shortened."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        body = body.get("error", body)
+    if isinstance(body, dict):
+        body = body.get("message") or body.get("detail") or ""
+    text = " ".join(str(body or "").split())
+    return text[:300] + ("..." if len(text) > 300 else "")
