@@ -84,3 +84,43 @@ def m001_conversations_turns_events(db: Database) -> None:
         pk="id",
     )
     db["events"].create_index(["conversation_id"])
+
+
+@migration
+def m002_flags_and_suggestions(db: Database) -> None:
+    db["flags"].create(
+        {
+            "id": int,
+            "turn_id": int,
+            "conversation_id": int,
+            "reasons": str,  # JSON list of reason codes
+            "note": str,
+            "rewrite": str,  # the reply the tester wanted, or NULL
+            "tester": str,
+            "created_at": str,
+            "updated_at": str,
+            "removed_at": str,  # flags are removed softly, so nothing a tester wrote is lost
+            "removed_by": str,
+        },
+        pk="id",
+        foreign_keys=[("turn_id", "turns", "id"), ("conversation_id", "conversations", "id")],
+        not_null={"turn_id", "conversation_id", "reasons", "tester", "created_at", "updated_at"},
+    )
+    db["flags"].create_index(["turn_id"])
+    db["suggestions"].create(
+        {
+            "id": int,
+            "turn_id": int,
+            "reason": str,
+            "evidence": str,
+            "detector": str,
+            "status": str,  # open | confirmed | dismissed
+            "decided_by": str,
+            "decided_at": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("turn_id", "turns", "id")],
+        not_null={"turn_id", "reason", "detector", "status", "created_at"},
+    )
+    db["suggestions"].create_index(["turn_id", "reason", "detector"], unique=True)

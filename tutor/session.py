@@ -15,6 +15,7 @@ from typing import Any
 
 from .backends import Backend, BackendPool, GenerationOptions, Message
 from .errors import InputError, QuimbotError
+from .feedback import Feedback
 from .prompts import normalize_level, system_prompt
 from .specs import parse_spec
 from .store import Store, now
@@ -48,6 +49,21 @@ def clean_message(text: Any, max_chars: int = MAX_MESSAGE_CHARS) -> str:
     return cleaned
 
 
+def completed_exchanges(turns: list[dict[str, Any]]) -> list[Message]:
+    """The user/assistant pairs of a turn list in which both sides succeeded, as chat messages.
+    Rejected messages, failed and interrupted replies are left out."""
+    messages: list[Message] = []
+    pending_user: dict | None = None
+    for turn in turns:
+        if turn["role"] == "user":
+            pending_user = turn if turn["status"] == "ok" else None
+        elif turn["role"] == "assistant" and turn["status"] == "ok" and pending_user is not None:
+            messages.append({"role": "user", "content": pending_user["content"]})
+            messages.append({"role": "assistant", "content": turn["content"]})
+            pending_user = None
+    return messages
+
+
 @dataclass
 class ReplyUpdate:
     """One step of a streamed reply. ``text`` is the reply so far; the last update has
@@ -78,19 +94,16 @@ class ChatService:
             client=client, learner=learner,
         )
 
+    def _suggest_flags(self, turn_id: int, conversation_id: int) -> None:
+        """Store the detector's flag suggestions for a new reply; never breaks the chat."""
+        try:
+            Feedback(self.store).suggest(turn_id)
+        except Exception as exc:  # noqa: BLE001
+            self.store.log_event("detector_error", {"turn_id": turn_id, "error": repr(exc)}, conversation_id)
+
     def history(self, conversation_id: int) -> list[Message]:
         """Completed exchanges only: a learner turn counts once its reply succeeded."""
-        turns = self.store.turns(conversation_id)
-        messages: list[Message] = []
-        pending_user: dict | None = None
-        for turn in turns:
-            if turn["role"] == "user":
-                pending_user = turn if turn["status"] == "ok" else None
-            elif turn["role"] == "assistant" and turn["status"] == "ok" and pending_user is not None:
-                messages.append({"role": "user", "content": pending_user["content"]})
-                messages.append({"role": "assistant", "content": turn["content"]})
-                pending_user = None
-        return messages
+        return completed_exchanges(self.store.turns(conversation_id))
 
     def build_messages(self, backend: Backend, system: str, history: list[Message], text: str,
                        options: GenerationOptions) -> tuple[list[Message], int | None]:
@@ -100,15 +113,32 @@ class ChatService:
         not fit the model's context next to the reply it needs room for."""
         current = [{"role": "user", "content": text}]
         context = backend.context_length
-        messages = [{"role": "system", "content": system}, *history, *current]
+
+        def build(drop: int) -> list[Message]:
+            return [{"role": "system", "content": system}, *history[2 * drop:], *current]
+
+        messages = build(0)
         count = backend.count_tokens(messages)
         if context is None or count is None:
             return messages, count
         budget = context - options.max_tokens
-        while count > budget and history:
-            history = history[2:]
-            messages = [{"role": "system", "content": system}, *history, *current]
-            count = backend.count_tokens(messages)
+        if count > budget:
+            # Drop the fewest oldest exchanges that make it fit: a binary search, so a long
+            # conversation costs O(log n) token counts per message instead of O(n).
+            exchanges = len(history) // 2
+            lo, hi = 1, exchanges
+            hi_count = backend.count_tokens(build(hi)) if exchanges else count
+            if hi_count <= budget:
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if backend.count_tokens(build(mid)) <= budget:
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                messages = build(hi)
+                count = backend.count_tokens(messages)
+            else:
+                count = hi_count
         if count > budget:
             raise InputError(
                 f"Your message is too long for this model: with the tutor's instructions it takes "
@@ -180,6 +210,7 @@ class ChatService:
                 raise QuimbotError("The model returned an empty reply. Try again or pick another model.")
             self.store.update_turn(reply_turn, content=content, status="ok", completed_at=now(), **stats)
             finished = True
+            self._suggest_flags(reply_turn, conversation_id)
             update.text, update.done, update.stats = content, True, stats
             yield replace(update)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a logged, visible message

@@ -1,0 +1,165 @@
+"""Export flagged dialogues as Stage 2 training data (TRL formats), scrubbed of personal data,
+gated by the schema, deduplicated by content hash, with a manifest per export.
+
+For every flagged tutor reply, the dialogue up to the learner's message is the prompt:
+  - each distinct rewrite a tester wrote gives an SFT row (target = the rewrite) in sft.jsonl
+    and a preference row (chosen = rewrite, rejected = model reply) in preference.jsonl;
+  - a reply flagged without any rewrite gives an unpaired preference row (label false, as TRL's
+    KTO trainer reads it) in unpaired.jsonl.
+Re-exporting into the same folder adds only rows whose content hash is not there yet."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from train.hashing import HASH_SCHEME, content_hash
+from train.schema import GateReport, SchemaError, check_row, read_rows
+
+from .errors import InputError
+from .feedback import Feedback, FlagFilters
+from .privacy import scrub
+from .session import completed_exchanges
+from .store import Store, now
+
+FILES = {"sft": "sft.jsonl", "preference": "preference.jsonl", "unpaired": "unpaired.jsonl"}
+
+
+def _dialogue(store: Store, turn: dict[str, Any], include_system: bool) -> tuple[list[dict], dict | None]:
+    turns = store.turns(turn["conversation_id"])
+    before = [t for t in turns if t["idx"] < turn["idx"]]
+    learner = next((t for t in reversed(before) if t["role"] == "user"), None)
+    if learner is None or learner["status"] != "ok":
+        return [], None
+    history = completed_exchanges([t for t in before if t["idx"] < learner["idx"]])
+    messages = [{"role": "system", "content": turn["system_prompt"]}] if include_system and turn["system_prompt"] else []
+    return messages + history + [{"role": "user", "content": learner["content"]}], learner
+
+
+def _scrubbed(messages: list[dict], counts: Counter) -> list[dict]:
+    out = []
+    for m in messages:
+        text, found = scrub(m["content"])
+        counts.update(found)
+        out.append({"role": m["role"], "content": text})
+    return out
+
+
+def build_rows(store: Store, filters: FlagFilters | None = None, include_system: bool = True
+               ) -> tuple[list[tuple[str, dict]], dict[str, Any]]:
+    """(kind, row) pairs for the flags matching ``filters``, and statistics for the manifest."""
+    feedback = Feedback(store)
+    flags = feedback.queue(filters, limit=1_000_000)
+    by_turn: dict[int, list[dict]] = {}
+    for flag in flags:
+        by_turn.setdefault(flag["turn_id"], []).append(flag)
+    pii: Counter = Counter()
+    rows: list[tuple[str, dict]] = []
+    skipped: list[str] = []
+    for turn_id, turn_flags in sorted(by_turn.items()):
+        turn = list(store.db.query("SELECT * FROM turns WHERE id = ?", [turn_id]))[0]
+        prompt, learner = _dialogue(store, turn, include_system)
+        if not prompt:
+            skipped.append(f"turn {turn_id}: no learner message before it")
+            continue
+        prompt = _scrubbed(prompt, pii)
+        reply = _scrubbed([{"role": "assistant", "content": turn["content"]}], pii)
+        reasons = sorted({r for f in turn_flags for r in f["reasons"]})
+        meta = {"source": "quimbot-flags", "conversation_id": turn["conversation_id"], "turn_id": turn_id,
+                "user_turn_id": learner["id"], "flag_ids": [f["id"] for f in turn_flags], "reasons": reasons,
+                "model_spec": turn["model_spec"], "checkpoint": turn["checkpoint"], "level": turn["level"]}
+        rewrites = sorted({f["rewrite"] for f in turn_flags if f["rewrite"]})
+        for rewrite in rewrites:
+            chosen = _scrubbed([{"role": "assistant", "content": rewrite}], pii)
+            rows.append(("sft", {"messages": prompt + chosen, "metadata": dict(meta)}))
+            if chosen[0]["content"].strip() != reply[0]["content"].strip():
+                rows.append(("preference", {"prompt": prompt, "chosen": chosen, "rejected": reply,
+                                            "metadata": dict(meta)}))
+        if not rewrites:
+            rows.append(("unpaired", {"prompt": prompt, "completion": reply, "label": False, "metadata": dict(meta)}))
+    for kind, row in rows:
+        row["metadata"]["kind"] = kind
+        row["metadata"]["content_hash"] = content_hash(row)
+    stats = {"flags": len(flags), "flagged_replies": len(by_turn), "skipped": skipped, "pii_scrubbed": dict(pii),
+             **{f"per_{k}": v for k, v in feedback.counts(filters).items()}}
+    return rows, stats
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, lines: list[str]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.writelines(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_stage2(store: Store, out_dir: str | Path, filters: FlagFilters | None = None,
+                  include_system: bool = True) -> dict[str, Any]:
+    """Write (or extend) the Stage 2 files in ``out_dir`` and a manifest; return the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, stats = build_rows(store, filters, include_system)
+    rejected: list[str] = []
+    files: dict[str, Any] = {}
+    added_total, duplicates = 0, 0
+    for kind, name in FILES.items():
+        path = out_dir / name
+        existing_lines: list[str] = []
+        seen: set[str] = set()
+        if path.exists():
+            report = GateReport()
+            for row in read_rows(path, report):
+                seen.add(row["metadata"].get("content_hash") or content_hash(row))
+                existing_lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+            if report.rejected:
+                raise InputError(f"{path} already holds rows that fail the schema gate; fix or move it first:\n"
+                                 + report.summary())
+        new_lines = []
+        for row_kind, row in rows:
+            if row_kind != kind:
+                continue
+            try:
+                check_row(row)
+            except SchemaError as exc:
+                rejected.append(f"turn {row['metadata']['turn_id']} ({kind}): {exc}")
+                continue
+            if row["metadata"]["content_hash"] in seen:
+                duplicates += 1
+                continue
+            seen.add(row["metadata"]["content_hash"])
+            new_lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+        if new_lines or path.exists():
+            _write_atomic(path, existing_lines + new_lines)
+            files[name] = {"rows": len(existing_lines) + len(new_lines), "added": len(new_lines),
+                           "sha256": _sha256(path)}
+        added_total += len(new_lines)
+    manifest = {"created_at": now(), "out_dir": str(out_dir), "filters": (filters or FlagFilters()).as_dict(),
+                "include_system_prompt": include_system, "hash_scheme": HASH_SCHEME, "files": files,
+                "rows_added": added_total, "duplicates_skipped": duplicates, "rejected": rejected, **stats}
+    stamp = manifest["created_at"].replace(":", "").replace("-", "")[:15]
+    manifest_path = out_dir / f"manifest-{stamp}.json"
+    n = 1
+    while manifest_path.exists():
+        n += 1
+        manifest_path = out_dir / f"manifest-{stamp}-{n}.json"
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    manifest["manifest_path"] = str(manifest_path)
+    return manifest
