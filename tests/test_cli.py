@@ -8,7 +8,9 @@ import pytest
 
 from tutor.cli import build_parser, main
 
-COMMANDS = [["app"], ["chat"], ["conversations"], ["conversations", "list"], ["conversations", "show"], ["models"]]
+COMMANDS = [["app"], ["chat"], ["conversations"], ["conversations", "list"], ["conversations", "show"], ["models"],
+            ["flags"], ["flags", "list"], ["flags", "add"], ["flags", "remove"], ["flags", "suggest"],
+            ["flags", "detector-eval"], ["export"], ["export", "stage2"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -78,3 +80,30 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 def test_models_lists_the_default(tmp_path, capsys):
     assert main(["models", "--runs-dir", str(tmp_path), "--exports-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("default\t")
+
+
+@pytest.mark.slow
+def test_flag_and_export_from_the_command_line(tmp_path, capsys):
+    db = str(tmp_path / "cli.db")
+    assert main(["chat", "--db", db, "--temperature", "0", "--max-tokens", "24", "-m", "I has two brother"]) == 0
+    capsys.readouterr()
+    assert main(["flags", "add", "2", "--db", db, "-r", "missed_error", "-r", "no_follow_up", "--tester", "ana",
+                 "--rewrite", "You have two brothers? Are they older than you?"]) == 0
+    assert capsys.readouterr().out.strip() == "flag 1"
+    assert main(["flags", "add", "1", "--db", db, "-r", "tone", "--tester", "ana"]) == 2
+    assert "not a completed tutor reply" in capsys.readouterr().err
+    assert main(["flags", "add", "2", "--db", db, "-r", "grumpy", "--tester", "ana"]) == 2
+    assert "Unknown flag reason" in capsys.readouterr().err
+    assert main(["flags", "list", "--db", db, "--reason", "missed_error", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [f["id"] for f in listed["flags"]] == [1] and listed["counts"]["reason"]["no_follow_up"] == 1
+    out_dir = tmp_path / "s2"
+    assert main(["export", "stage2", str(out_dir), "--db", db]) == 0
+    assert "2 rows added, 0 duplicates skipped" in capsys.readouterr().out
+    assert main(["export", "stage2", str(out_dir), "--db", db]) == 0
+    assert "0 rows added, 2 duplicates skipped" in capsys.readouterr().out
+    assert main(["flags", "remove", "1", "--db", db, "--tester", "ana"]) == 0
+    assert main(["flags", "list", "--db", db]) == 0
+    assert "0 flagged replies" in capsys.readouterr().out
+    assert main(["flags", "detector-eval", str(tmp_path / "missing.jsonl")]) == 2
+    assert "Cannot read" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__
 from .config import DEFAULT_HOST, DEFAULT_PORT, Settings
 from .errors import QuimbotError
+from .feedback import REASONS
 from .prompts import DEFAULT_LEVEL, LEVELS
 
 SPEC_HELP = (
@@ -32,6 +33,21 @@ def _add_generation(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
     parser.add_argument("--max-tokens", type=int, default=200, help="longest reply in tokens (default 200)")
     parser.add_argument("--seed", type=int, help="random seed for reproducible replies")
+
+
+def _add_flag_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", dest="f_reason", help="only flags with this reason code")
+    parser.add_argument("--model", dest="f_model", help="only replies whose model spec or checkpoint contains this")
+    parser.add_argument("--tester", dest="f_tester", help="only flags by this tester")
+    parser.add_argument("--since", dest="f_from", help="only flags from this date on (YYYY-MM-DD)")
+    parser.add_argument("--until", dest="f_to", help="only flags up to this date (YYYY-MM-DD)")
+
+
+def _filters(args: argparse.Namespace):
+    from .feedback import FlagFilters
+
+    return FlagFilters(reason=args.f_reason, model=args.f_model, tester=args.f_tester,
+                       date_from=args.f_from, date_to=args.f_to)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -63,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-model", action="append", metavar="SPEC",
                    help="add a spec to the model picker (repeatable; env QUIMBOT_MODELS adds more)")
     p.add_argument("--preload", action="store_true", help="load the start model before serving")
+    p.add_argument("--testers-file", metavar="PATH",
+                   help="tester accounts, one NAME:PASSWORD per line (env QUIMBOT_TESTERS adds more); with "
+                   "accounts the tester view at /tester asks for a login, without them it is served only on "
+                   "localhost")
     _add_paths(p)
     p.set_defaults(func=cmd_app)
 
@@ -92,6 +112,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_paths(q)
     q.set_defaults(func=cmd_conversations_show)
 
+    p = sub.add_parser("flags", help="list, add or remove flags on tutor replies",
+                       description="Flags testers put on tutor replies (the same data as the tester view).")
+    fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = fsub.add_parser("list", help="the review queue, with filters", description="List flagged replies.")
+    _add_flag_filters(q)
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_paths(q)
+    q.set_defaults(func=cmd_flags_list)
+    q = fsub.add_parser("add", help="flag a tutor reply", description="Flag a tutor reply (a turn id, see "
+                        "`quimbot conversations show`). Flagging a reply again as the same tester edits the flag.")
+    q.add_argument("turn", type=int, help="turn id of the tutor reply")
+    q.add_argument("--reason", "-r", action="append", required=True,
+                   help="reason code (repeatable): " + ", ".join(REASONS))
+    q.add_argument("--tester", required=True, help="who flags")
+    q.add_argument("--note", help="free text")
+    q.add_argument("--rewrite", help="the reply you wanted")
+    _add_paths(q)
+    q.set_defaults(func=cmd_flags_add)
+    q = fsub.add_parser("remove", help="remove a flag", description="Remove a flag (kept in the database as removed).")
+    q.add_argument("flag", type=int, help="flag id")
+    q.add_argument("--tester", required=True, help="who removes it")
+    _add_paths(q)
+    q.set_defaults(func=cmd_flags_remove)
+    q = fsub.add_parser("suggest", help="run the detector on logged replies",
+                        description="Store detector suggestions for every logged tutor reply that has none yet.")
+    _add_paths(q)
+    q.set_defaults(func=cmd_flags_suggest)
+    q = fsub.add_parser("detector-eval", help="agreement of the detector with human labels",
+                        description="Precision and recall of the detector on a labelled JSONL file "
+                        "({learner, reply, level, flags} per line), e.g. data/detector_heldout.jsonl.")
+    q.add_argument("file", type=Path, help="labelled JSONL file")
+    q.set_defaults(func=cmd_detector_eval)
+
+    p = sub.add_parser("export", help="export data", description="Export data out of the workbench.")
+    esub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    q = esub.add_parser("stage2", help="flagged dialogues as Stage 2 training JSONL",
+                        description="Write sft.jsonl, preference.jsonl and unpaired.jsonl (TRL formats) from "
+                        "flagged replies, scrubbed of personal data, deduplicated by content hash (re-exporting "
+                        "into the same folder adds no duplicates), with a manifest.")
+    q.add_argument("out", type=Path, nargs="?", help="output folder (default EXPORTS_DIR/stage2/flags)")
+    q.add_argument("--no-system", action="store_true", help="leave the system prompt out of the rows")
+    _add_flag_filters(q)
+    _add_paths(q)
+    q.set_defaults(func=cmd_export_stage2)
+
     p = sub.add_parser("models", help="list the models the picker offers",
                        description="List model specs found without registration: the bundled model, GGUF "
                        "files in the exports folder, checkpoints in the runs folder, and QUIMBOT_MODELS.")
@@ -114,7 +179,7 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     settings.host, settings.port = args.host, args.port
-    launch(settings, default_model=args.model, preload=args.preload)
+    launch(settings, default_model=args.model, preload=args.preload, testers_file=args.testers_file)
     return 0
 
 
@@ -212,6 +277,100 @@ def cmd_conversations_show(args: argparse.Namespace) -> int:
             meta.append(t["status"] + (f": {t['error']}" if t["error"] else ""))
         suffix = f"   [{', '.join(m for m in meta if m)}]" if meta else ""
         print(f"\n{who}> {t['content']}{suffix}")
+    return 0
+
+
+def cmd_flags_list(args: argparse.Namespace) -> int:
+    from .feedback import Feedback
+    from .store import Store
+
+    feedback = Feedback(Store.open(settings_from(args).db_path))
+    rows = feedback.queue(_filters(args))
+    if args.json:
+        print(json.dumps({"flags": rows, "counts": feedback.counts(_filters(args))}, indent=2))
+        return 0
+    for r in rows:
+        print(f"flag {r['id']}  turn {r['turn_id']}  {r['created_at'][:16]}  {r['tester']}  "
+              f"[{', '.join(r['reasons'])}]  {r['checkpoint'] or r['model_spec']}")
+        print(f"    learner> {r['learner']}\n    tutor>   {' '.join(r['reply'].split())[:160]}")
+        if r["rewrite"]:
+            print(f"    wanted>  {r['rewrite']}")
+    counts = feedback.counts(_filters(args))
+    print(f"{len(rows)} flagged replies; per reason: {counts['reason']}; per checkpoint: {counts['checkpoint']}")
+    return 0
+
+
+def cmd_flags_add(args: argparse.Namespace) -> int:
+    from .feedback import Feedback
+    from .store import Store
+
+    flag_id = Feedback(Store.open(settings_from(args).db_path)).flag(
+        args.turn, args.reason, args.tester, note=args.note, rewrite=args.rewrite)
+    print(f"flag {flag_id}")
+    return 0
+
+
+def cmd_flags_remove(args: argparse.Namespace) -> int:
+    from .feedback import Feedback
+    from .store import Store
+
+    Feedback(Store.open(settings_from(args).db_path)).remove(args.flag, by=args.tester)
+    print(f"removed flag {args.flag}")
+    return 0
+
+
+def cmd_flags_suggest(args: argparse.Namespace) -> int:
+    from .detector import DETECTOR_VERSION
+    from .feedback import Feedback
+    from .store import Store
+
+    store = Store.open(settings_from(args).db_path)
+    feedback = Feedback(store)
+    todo = [r["id"] for r in store.db.query(
+        "SELECT id FROM turns WHERE role = 'assistant' AND status = 'ok' AND id NOT IN "
+        "(SELECT turn_id FROM suggestions WHERE detector = ?)", [DETECTOR_VERSION])]
+    for turn_id in todo:
+        feedback.suggest(turn_id)
+    print(f"checked {len(todo)} replies with detector {DETECTOR_VERSION}")
+    return 0
+
+
+def cmd_detector_eval(args: argparse.Namespace) -> int:
+    from .detector import evaluate
+
+    try:
+        lines = args.file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise QuimbotError(f"Cannot read {args.file}: {exc.strerror}.") from exc
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise QuimbotError(f"{args.file}:{number}: not valid JSON ({exc.msg}).") from exc
+    table = evaluate(rows)
+    print(f"{len(rows)} labelled replies in {args.file}")
+    print(f"{'reason':<14} {'tp':>4} {'fp':>4} {'fn':>4} {'precision':>10} {'recall':>8}")
+    for reason, c in table.items():
+        print(f"{reason:<14} {c['tp']:>4} {c['fp']:>4} {c['fn']:>4} {c['precision']:>10.2f} {c['recall']:>8.2f}")
+    return 0
+
+
+def cmd_export_stage2(args: argparse.Namespace) -> int:
+    from .stage2 import export_stage2
+    from .store import Store
+
+    settings = settings_from(args)
+    out = args.out or Path(settings.exports_dir) / "stage2" / "flags"
+    manifest = export_stage2(Store.open(settings.db_path), out, _filters(args), include_system=not args.no_system)
+    for name, info in manifest["files"].items():
+        print(f"{out / name}: {info['rows']} rows ({info['added']} new)")
+    print(f"{manifest['rows_added']} rows added, {manifest['duplicates_skipped']} duplicates skipped, "
+          f"personal data replaced: {manifest['pii_scrubbed'] or 'none'}")
+    for problem in manifest["rejected"] + manifest["skipped"]:
+        print(f"not exported: {problem}", file=sys.stderr)
+    print(f"manifest: {manifest['manifest_path']}")
     return 0
 
 

@@ -1,153 +1,122 @@
-"""The Gradio UI. Only layout and wiring live here: every handler calls ChatService / Store."""
+"""Assembles the app: the learner view at /, the tester view (flags, review queue, export)
+at /tester. The tester view needs a login whenever the app listens beyond localhost."""
 
 from __future__ import annotations
 
-import html
+import hmac
+import os
 import sys
-from typing import Any
+from pathlib import Path
 
 import gradio as gr
 
 from .backends import BackendPool
-from .catalog import list_models
 from .config import Settings
 from .errors import QuimbotError
-from .prompts import DEFAULT_LEVEL, LEVELS
-from .session import ChatService, ReplyUpdate
+from .session import ChatService
 from .store import Store
+from .ui_chat import chat_panel, display, render_turns  # noqa: F401  (re-exported for callers)
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-def display(text: str) -> str:
-    """Chat text as the browser will show it: HTML is escaped, so markup displays as text."""
-    return html.escape(text or "", quote=False)
+LOCAL_NAMES = {"localhost", "ip6-localhost"}
+TESTER_PATH = "/tester"
 
 
-def render_turns(turns: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Stored turns -> Gradio chat messages."""
-    shown = []
-    for turn in turns:
-        if turn["role"] == "user":
-            note = "" if turn["status"] == "ok" else f"\n\n*(not sent: {display(turn['error'] or turn['status'])})*"
-            shown.append({"role": "user", "content": display(turn["content"]) + note})
-        elif turn["role"] == "assistant":
-            if turn["status"] in ("ok", "pending"):
-                shown.append({"role": "assistant", "content": display(turn["content"])})
-            else:
-                partial = display(turn["content"]) + "\n\n" if turn["content"] else ""
-                shown.append({"role": "assistant",
-                              "content": f"{partial}⚠️ {display(turn['error'] or turn['status'])}"})
-    return shown
+def is_local(host: str) -> bool:
+    """True when only this machine can reach the address (loopback)."""
+    import ipaddress
+
+    if host in LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
-def conversation_choices(store: Store) -> list[tuple[str, int]]:
-    choices = []
-    for row in store.list_conversations(limit=100):
-        title = row["title"] or "(empty)"
-        choices.append((f"#{row['id']} · {row['updated_at'][:16].replace('T', ' ')} · {title[:40]}", row["id"]))
-    return choices
-
-
-def model_choices(settings: Settings) -> list[tuple[str, str]]:
-    return [(c.label, c.spec) for c in list_models(settings)]
-
-
-def build_app(service: ChatService, settings: Settings, default_model: str = "default") -> gr.Blocks:
-    store = service.store
-
-    def respond(message: str, conversation_id: int | None, model_spec: str, level: str):
-        status = ""
-        history: list[dict[str, str]] = []
-        update: ReplyUpdate | None = None
-        for update in service.send(message, conversation_id=conversation_id, model_spec=model_spec,
-                                   level=level, client="app"):
-            if update.conversation_id is None:  # rejected before anything was stored
-                break
-            if not history:
-                history = render_turns(store.turns(update.conversation_id))
-            shown = history + ([{"role": "assistant", "content": display(update.text)}]
-                               if update.text and not update.done else [])
-            if update.done:
-                shown = render_turns(store.turns(update.conversation_id))
-            yield shown, "", update.conversation_id, "", gr.update()
-        if update is None:
-            return
-        if update.error:
-            status = f"⚠️ {display(update.error)}"
-        elif update.stats:
-            s = update.stats
-            parts = [f"{s['latency_ms'] / 1000:.1f} s"]
-            if s.get("completion_tokens"):
-                parts.append(f"{s['completion_tokens']} tokens")
-            status = f"<small>{display(model_spec)} · {' · '.join(parts)}</small>"
-        turns = store.turns(update.conversation_id) if update.conversation_id else []
-        keep_text = message if update.conversation_id is None else ""
-        yield (render_turns(turns), keep_text, update.conversation_id, status,
-               gr.update(choices=conversation_choices(store), value=update.conversation_id))
-
-    def load_conversation(conversation_id: int | None):
-        if conversation_id in (None, ""):
-            return [], None, "", gr.update()
-        try:
-            conversation = store.get_conversation(int(conversation_id))
-        except (QuimbotError, ValueError) as exc:
-            return [], None, f"⚠️ {display(str(exc))}", gr.update()
-        return (render_turns(conversation["turns"]), conversation["id"],
-                f"<small>Conversation #{conversation['id']} · {conversation['level']}</small>",
-                gr.update(value=conversation["level"]))
-
-    def new_conversation():
-        return [], None, "", gr.update(value=None)
-
-    def refresh_lists():
-        return gr.update(choices=model_choices(settings)), gr.update(choices=conversation_choices(store))
-
+def build_learner_app(service: ChatService, settings: Settings, default_model: str = "default") -> gr.Blocks:
+    """The learner's page: chat only, no flag controls."""
     with gr.Blocks(title="Quimbot") as demo:
-        conversation = gr.State(None)
         gr.Markdown("## Quimbot · practise English conversation")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=260):
-                model = gr.Dropdown(choices=model_choices(settings), value=default_model, label="Model",
-                                    info="Pick a model, or type any spec (e.g. ollama:NAME).",
-                                    allow_custom_value=True, elem_id="model")
-                level = gr.Radio(list(LEVELS), value=DEFAULT_LEVEL, label="Your level", elem_id="level")
-                new = gr.Button("New conversation", elem_id="new-conversation")
-                past = gr.Dropdown(choices=conversation_choices(store), value=None, label="Previous conversations",
-                                   elem_id="past-conversations")
-                refresh = gr.Button("Refresh lists", size="sm")
-            with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chat", sanitize_html=True)
-                status = gr.Markdown(elem_id="status")
-                with gr.Row():
-                    message = gr.Textbox(placeholder="Write to your tutor and press Enter", show_label=False,
-                                         scale=5, elem_id="message", autofocus=True)
-                    send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-
-        outputs = [chatbot, message, conversation, status, past]
-        inputs = [message, conversation, model, level]
-        send.click(respond, inputs, outputs, api_name="send", concurrency_limit=8)
-        message.submit(respond, inputs, outputs, api_visibility="private", concurrency_limit=8)
-        past.input(load_conversation, [past], [chatbot, conversation, status, level], api_name="load_conversation")
-        new.click(new_conversation, None, [chatbot, conversation, status, past], api_name="new_conversation")
-        refresh.click(refresh_lists, None, [model, past], api_name="refresh_lists")
-        demo.load(refresh_lists, None, [model, past], api_visibility="private")
+        chat_panel(service, settings, default_model)
     return demo
 
 
-def launch(settings: Settings, default_model: str = "default", preload: bool = False) -> None:
+def load_testers(text: str | None = None, path: str | Path | None = None) -> dict[str, str]:
+    """Tester accounts from ``name:password`` pairs, separated by commas or newlines
+    (QUIMBOT_TESTERS, or a file given with --testers-file)."""
+    raw = text if text is not None else os.environ.get("QUIMBOT_TESTERS", "")
+    if path:
+        try:
+            raw += "\n" + Path(path).read_text()
+        except OSError as exc:
+            raise QuimbotError(f"Cannot read the testers file {path}: {exc.strerror}.") from exc
+    accounts = {}
+    for number, item in enumerate(raw.replace(",", "\n").splitlines(), start=1):
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        name, sep, password = item.partition(":")
+        if not sep or not name.strip() or not password:
+            raise QuimbotError(f"Tester account {number} is not NAME:PASSWORD (in QUIMBOT_TESTERS or the file).")
+        accounts[name.strip()] = password
+    return accounts
+
+
+def make_auth(accounts: dict[str, str]):
+    def check(username: str, password: str) -> bool:
+        expected = accounts.get(username)
+        return expected is not None and hmac.compare_digest(expected.encode(), (password or "").encode())
+    return check
+
+
+def create_server(settings: Settings, default_model: str = "default", testers: dict[str, str] | None = None,
+                  service: ChatService | None = None):
+    """A FastAPI app with both views mounted. Returns (app, tester_enabled, message)."""
+    from fastapi import FastAPI
+
+    if service is None:
+        service = ChatService(Store.open(settings.db_path), BackendPool(settings), default_model=default_model)
+    from .ui_tester import build_tester_app
+
+    local = is_local(settings.host)
+    app = FastAPI()
+    message = ""
+    tester_enabled = bool(testers) or local
+    if tester_enabled:
+        login = bool(testers)
+        tester = build_tester_app(service, settings, default_model, login=login)
+        tester.queue(default_concurrency_limit=8)
+        app = gr.mount_gradio_app(app, tester, path=TESTER_PATH, auth=make_auth(testers) if login else None,
+                                  auth_message="Quimbot tester login", server_name=settings.host,
+                                  server_port=settings.port, footer_links=[])
+        message = f"tester view at {TESTER_PATH}" + (" (login required)" if login else " (no login: localhost only)")
+    else:
+        message = ("tester view disabled: the app listens beyond localhost and no tester accounts are set "
+                   "(QUIMBOT_TESTERS=name:password or --testers-file)")
+    learner = build_learner_app(service, settings, default_model)
+    learner.queue(default_concurrency_limit=8)
+    app = gr.mount_gradio_app(app, learner, path="", server_name=settings.host, server_port=settings.port,
+                              footer_links=[])
+    return app, tester_enabled, message
+
+
+def launch(settings: Settings, default_model: str = "default", preload: bool = False,
+           testers_file: str | None = None) -> None:
+    import uvicorn
+
     store = Store.open(settings.db_path)
     recovered = store.recover_interrupted()
     pool = BackendPool(settings)
     service = ChatService(store, pool, default_model=default_model)
     if preload:
         pool.get(default_model)
-    if settings.host not in LOCAL_HOSTS:
-        print(f"quimbot: listening on {settings.host}: anyone who can reach this address can chat.",
-              file=sys.stderr)
+    testers = load_testers(path=testers_file)
+    app, _, message = create_server(settings, default_model, testers, service)
+    if not is_local(settings.host):
+        print(f"quimbot: listening on {settings.host}: anyone who can reach this address can chat.", file=sys.stderr)
     if recovered:
         print(f"quimbot: marked {recovered} reply(ies) cut off by an earlier stop as interrupted.", file=sys.stderr)
-    demo = build_app(service, settings, default_model=default_model)
-    demo.queue(default_concurrency_limit=8)
     print(f"quimbot: conversation log {settings.db_path}", file=sys.stderr)
-    demo.launch(server_name=settings.host, server_port=settings.port, inbrowser=False, show_error=True)
+    print(f"quimbot: {message}", file=sys.stderr)
+    print(f"quimbot: open http://{settings.host}:{settings.port}/", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

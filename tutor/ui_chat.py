@@ -1,0 +1,142 @@
+"""The chat panel shared by the learner view and the tester view (Gradio layout and wiring only)."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from .catalog import list_models
+from .config import Settings
+from .errors import QuimbotError
+from .prompts import DEFAULT_LEVEL, LEVELS
+from .session import ChatService, ReplyUpdate
+from .store import Store
+
+
+def display(text: str | None) -> str:
+    """Chat text as the browser will show it: HTML is escaped, so markup displays as text."""
+    return html.escape(text or "", quote=False)
+
+
+def render_turns(turns: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Stored turns -> Gradio chat messages."""
+    shown = []
+    for turn in turns:
+        if turn["role"] == "user":
+            note = "" if turn["status"] == "ok" else f"\n\n*(not sent: {display(turn['error'] or turn['status'])})*"
+            shown.append({"role": "user", "content": display(turn["content"]) + note})
+        elif turn["role"] == "assistant":
+            if turn["status"] in ("ok", "pending"):
+                shown.append({"role": "assistant", "content": display(turn["content"])})
+            else:
+                partial = display(turn["content"]) + "\n\n" if turn["content"] else ""
+                shown.append({"role": "assistant",
+                              "content": f"{partial}⚠️ {display(turn['error'] or turn['status'])}"})
+    return shown
+
+
+def conversation_choices(store: Store) -> list[tuple[str, int]]:
+    choices = []
+    for row in store.list_conversations(limit=100):
+        title = row["title"] or "(empty)"
+        choices.append((f"#{row['id']} · {row['updated_at'][:16].replace('T', ' ')} · {title[:40]}", row["id"]))
+    return choices
+
+
+def model_choices(settings: Settings) -> list[tuple[str, str]]:
+    return [(c.label, c.spec) for c in list_models(settings)]
+
+
+@dataclass
+class ChatPanel:
+    conversation: gr.State
+    chatbot: gr.Chatbot
+    message: gr.Textbox
+    model: gr.Dropdown
+    level: gr.Radio
+    status: gr.Markdown
+    sent: Any  # the dependencies of the send / submit / load events, for chaining .then(...)
+    submitted: Any
+    loaded: Any
+
+
+def chat_panel(service: ChatService, settings: Settings, default_model: str) -> ChatPanel:
+    """Build the chat controls inside the current Blocks context and wire their events."""
+    store = service.store
+
+    def respond(message: str, conversation_id: int | None, model_spec: str, level: str):
+        history: list[dict[str, str]] = []
+        update: ReplyUpdate | None = None
+        for update in service.send(message, conversation_id=conversation_id, model_spec=model_spec,
+                                   level=level, client="app"):
+            if update.conversation_id is None:  # rejected before anything was stored
+                break
+            if not history:
+                history = render_turns(store.turns(update.conversation_id))
+            if update.done:
+                break
+            shown = history + ([{"role": "assistant", "content": display(update.text)}] if update.text else [])
+            yield shown, "", update.conversation_id, "", gr.update()
+        if update is None:
+            return
+        if update.error:
+            status = f"⚠️ {display(update.error)}"
+        else:
+            s = update.stats
+            parts = [f"{s['latency_ms'] / 1000:.1f} s"] + (
+                [f"{s['completion_tokens']} tokens"] if s.get("completion_tokens") else [])
+            status = f"<small>{display(model_spec)} · {' · '.join(parts)}</small>"
+        cid = update.conversation_id
+        turns = store.turns(cid) if cid else []
+        keep_text = message if cid is None else ""
+        yield (render_turns(turns), keep_text, cid if cid is not None else conversation_id, status,
+               gr.update(choices=conversation_choices(store), value=cid) if cid else gr.update())
+
+    def load_conversation(conversation_id: int | None):
+        if conversation_id in (None, ""):
+            return [], None, "", gr.update()
+        try:
+            conversation = store.get_conversation(int(conversation_id))
+        except (QuimbotError, ValueError) as exc:
+            return [], None, f"⚠️ {display(str(exc))}", gr.update()
+        return (render_turns(conversation["turns"]), conversation["id"],
+                f"<small>Conversation #{conversation['id']} · {conversation['level']}</small>",
+                gr.update(value=conversation["level"]))
+
+    def new_conversation():
+        return [], None, "", gr.update(value=None)
+
+    def refresh_lists():
+        return gr.update(choices=model_choices(settings)), gr.update(choices=conversation_choices(store))
+
+    conversation = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            model = gr.Dropdown(choices=model_choices(settings), value=default_model, label="Model",
+                                info="Pick a model, or type any spec (e.g. ollama:NAME).",
+                                allow_custom_value=True, elem_id="model")
+            level = gr.Radio(list(LEVELS), value=DEFAULT_LEVEL, label="Your level", elem_id="level")
+            new = gr.Button("New conversation", elem_id="new-conversation")
+            past = gr.Dropdown(choices=conversation_choices(store), value=None, label="Previous conversations",
+                               elem_id="past-conversations")
+            refresh = gr.Button("Refresh lists", size="sm")
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chat", sanitize_html=True)
+            status = gr.Markdown(elem_id="status")
+            with gr.Row():
+                message = gr.Textbox(placeholder="Write to your tutor and press Enter", show_label=False,
+                                     scale=5, elem_id="message", autofocus=True)
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+
+    outputs = [chatbot, message, conversation, status, past]
+    inputs = [message, conversation, model, level]
+    sent = send.click(respond, inputs, outputs, api_name="send", concurrency_limit=8)
+    submitted = message.submit(respond, inputs, outputs, api_visibility="private", concurrency_limit=8)
+    loaded = past.input(load_conversation, [past], [chatbot, conversation, status, level],
+                        api_name="load_conversation")
+    new.click(new_conversation, None, [chatbot, conversation, status, past], api_name="new_conversation")
+    refresh.click(refresh_lists, None, [model, past], api_name="refresh_lists")
+    return ChatPanel(conversation, chatbot, message, model, level, status, sent, submitted, loaded)
