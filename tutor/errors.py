@@ -11,7 +11,12 @@ class ModelSpecError(QuimbotError):
 
 
 class BackendError(QuimbotError):
-    """A backend failed: a server is down, answered with an error, or a model failed to load."""
+    """A backend failed: a server is down, answered with an error, or a model failed to load.
+    ``status`` is the HTTP status a server answered with, when there was one (402, 429, 500 ...)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class InputError(QuimbotError):

@@ -137,7 +137,7 @@ RULES: list[_Rule] = [
     _Rule("past_tense", _w(PAST_MARKERS + r"\b[^.?!]{0,25}?\b(?:i|we|they|you|he|she|my \w+) (?P<verb>"
                             + "|".join(PAST) + r")\b"),
           _past_after_marker, "present verb with a past-time marker"),
-    _Rule("past_tense", _w(r"\b(?:i|we|they|you|he|she) (?P<verb>" + "|".join(PAST) + r")\b[^.?!]{0,30}?\b"
+    _Rule("past_tense", _w(r"\b(?:i|we|they|you|he|she) (?P<verb>" + "|".join(PAST) + r")\b[^.?!,]{0,30}?\b"
                             + PAST_MARKERS),
           _past_after_marker, "present verb with a past-time marker"),
     _Rule("past_tense", _w(r"\b(?:did|didn't|did not) (" + "|".join(set(PAST.values()) - {"read"}) + r")\b"),
@@ -149,8 +149,8 @@ RULES: list[_Rule] = [
           lambda m: ({"has": "have", "goes": "go"}.get(m.group(1).lower(), m.group(1).lower()[:-1]),),
           "base form after doesn't"),
     _Rule("agreement", _w(r"\bi (has|is|are|was not|were)\b"),
-          lambda m: ({"has": "have", "is": "am", "are": "am", "were": "was"}.get(m.group(1).lower()),)
-          if m.group(1).lower() != "was not" else None, "first person"),
+          lambda m: ({"has": ("have",), "is": ("am", "i'm"), "are": ("am", "i'm"), "were": ("was",)}
+                     .get(m.group(1).lower())) if m.group(1).lower() != "was not" else None, "first person"),
     _Rule("agreement", _w(r"\b(he|she|it) (are|were|don't|have been|am)\b"),
           lambda m: ({"are": "is", "were": "was", "don't": "doesn't", "am": "is"}.get(m.group(2).lower()),)
           if m.group(2).lower() in ("are", "were", "don't", "am") else None, "third person"),

@@ -63,7 +63,8 @@ class OllamaBackend(Backend):
             if exc.status_code < 0:  # an {"error": ...} line inside a 200 stream
                 raise BackendError(f"Ollama at {self.host} reported an error during the reply: {detail}.") from exc
             hint = f" Is the model pulled? Run `ollama pull {self.spec.target}`." if exc.status_code == 404 else ""
-            raise BackendError(f"Ollama at {self.host} answered {exc.status_code}: {detail}.{hint}") from exc
+            raise BackendError(f"Ollama at {self.host} answered {exc.status_code}: {detail}.{hint}",
+                               status=exc.status_code) from exc
         except (ConnectionError, httpx.ConnectError) as exc:
             raise BackendError(f"Cannot reach Ollama at {self.host}: is `ollama serve` running?") from exc
         except httpx.TimeoutException as exc:

@@ -95,7 +95,7 @@ class OpenAICompatBackend(Backend):
             detail = _server_message(exc)
             raise BackendError(
                 f"The server at {self.base_url} answered HTTP {exc.status_code}: {hint}."
-                + (f" It said: {detail}" if detail else "")
+                + (f" It said: {detail}" if detail else ""), status=exc.status_code
             ) from exc
         except openai.APITimeoutError as exc:
             raise BackendError(

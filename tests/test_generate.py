@@ -1,0 +1,217 @@
+"""Synthetic generation: the offline lane's quality, style rotation across kill-and-resume, and
+model lanes against a server that runs out of credits (HTTP 402) or rate-limits (429)."""
+
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fakes import FakeOpenAI
+
+from train.generate import GenerateConfig, GenerationPaused, run_generation
+from train.mix import build_mix, load_mix_config
+from train.schema import GateReport, read_rows
+from train.synth import STYLES, make_row, style_for
+from tutor.detector import suggest_flags
+from tutor.errors import QuimbotError
+from tutor.learner_errors import find_errors, takes_up
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def entries(out: Path) -> list[int]:
+    """Every entry index written to the rows file or the rejects file."""
+    found = [json.loads(line)["metadata"]["index"] for line in out.read_text().splitlines()]
+    rejects = out.with_name(out.name + ".rejects.jsonl")
+    if rejects.exists():
+        found += [json.loads(line)["index"] for line in rejects.read_text().splitlines()]
+    return sorted(found)
+
+
+def test_offline_lane_makes_clean_varied_tutoring_rows(tmp_path):
+    out = tmp_path / "offline.jsonl"
+    report = run_generation(GenerateConfig(out=out, n=2000, rotate_every=100), progress=False)
+    assert report.written == 2000 and report.rejected == 0
+    gate = GateReport()
+    rows = list(read_rows(out, gate))
+    assert len(rows) == 2000 and not gate.rejected
+    assert set(report.by_style) == set(STYLES)
+    error_types = Counter(r["metadata"]["error_type"] for r in rows)
+    assert len([t for t in error_types if t]) >= 10 and 0.05 < error_types[None] / 2000 < 0.3
+    openers, questions, learners = Counter(), Counter(), set()
+    for row in rows:
+        for user, reply in zip(row["messages"][1::2], row["messages"][2::2]):
+            text = reply["content"]
+            openers[" ".join(text.split()[:2]).lower()] += 1
+            questions[text.rsplit("? ", 1)[-1] if "? " in text else text] += 1
+            learners.add(user["content"])
+            assert not [s for s in suggest_flags(text, user["content"], row["metadata"]["level"])
+                        if s.reason in ("red_pen", "no_follow_up", "missed_error")], text
+            said = re.search(r"\bI (\w+ \w+)", user["content"])  # never the learner's "I ..." said back
+            assert not said or f"i {said.group(1).lower()}" not in text.lower(), (user["content"], text)
+        meta = row["metadata"]
+        if meta["error_type"]:
+            assert meta["error"]["right"].lower() in row["messages"][2]["content"].lower()
+    turns = sum(openers.values())
+    assert openers.most_common(1)[0][1] / turns < 0.15, openers.most_common(5)  # no dominant opener
+    assert questions.most_common(1)[0][1] / turns < 0.05 and len(questions) > 300  # no stock follow-up
+    assert len(learners) / turns > 0.8  # the seed project had 558 distinct openers in 10,000 rows
+
+
+def test_replies_take_up_the_error_from_the_tutors_side():
+    taken = total = 0
+    for i in range(600):
+        row = make_row(i, rotate_every=150)
+        user, reply = row["messages"][1]["content"], row["messages"][2]["content"]
+        for error in find_errors(user):
+            total += 1
+            taken += takes_up(reply, error)
+        said = re.search(r"\bI (\w+ \w+)", user)  # never the learner's "I ..." said back as the tutor's
+        assert not said or f"i {said.group(1).lower()}" not in reply.lower(), (user, reply)
+    assert total > 300 and taken / total > 0.97
+
+
+def test_style_comes_from_the_index_and_survives_kill_and_resume(tmp_path):
+    out = tmp_path / "big.jsonl"
+    code = ("import sys; from pathlib import Path; from train.generate import GenerateConfig, run_generation; "
+            f"run_generation(GenerateConfig(out=Path({str(out)!r}), n=60000, rotate_every=700), progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 1_500_000):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = len(out.read_text().splitlines())
+    assert 0 < killed_at < 60000
+    with open(out, "ab") as fh:  # a torn last line, as a kill in the middle of a write leaves
+        fh.write(b'{"messages": [{"role": "user", "cont')
+    report = run_generation(GenerateConfig(out=out, n=60000, rotate_every=700), progress=False)
+    assert report.resumed_from >= killed_at - 1 and report.finished
+    assert entries(out) == list(range(60000))  # nothing lost, nothing twice
+    for line in out.read_text().splitlines()[::997]:
+        meta = json.loads(line)["metadata"]
+        assert meta["style"] == style_for(meta["index"], 700)
+    fresh = tmp_path / "fresh.jsonl"
+    run_generation(GenerateConfig(out=fresh, n=3000, rotate_every=700), progress=False)
+    assert out.read_text().splitlines()[:3000] == fresh.read_text().splitlines()  # same rows as uninterrupted
+
+
+def test_changed_parameters_are_refused_on_resume(tmp_path):
+    out = tmp_path / "o.jsonl"
+    run_generation(GenerateConfig(out=out, n=10), progress=False)
+    with pytest.raises(QuimbotError, match="was generated with"):
+        run_generation(GenerateConfig(out=out, n=10, rotate_every=5), progress=False)
+    extended = run_generation(GenerateConfig(out=out, n=15), progress=False)  # a larger n extends the run
+    assert extended.resumed_from == 10 and entries(out) == list(range(15))
+    other = tmp_path / "mine.jsonl"
+    other.write_text("my notes\n")
+    with pytest.raises(QuimbotError, match="not written by `quimbot data generate`"):
+        run_generation(GenerateConfig(out=other, n=10), progress=False)
+    assert other.read_text() == "my notes\n"
+
+
+def cloud(server: FakeOpenAI) -> str:
+    return f"openai:{server.model}?base_url={server.url}/v1&retries=0&timeout=10"
+
+
+def test_cloud_lane_402_then_200_loses_and_duplicates_nothing(tmp_path):
+    out = tmp_path / "cloud.jsonl"
+
+    def no_backoff(delay):
+        raise AssertionError(f"402 must not be retried (asked to sleep {delay} s)")
+
+    with FakeOpenAI() as server:
+        spec = cloud(server)
+        first = run_generation(GenerateConfig(out=out, n=5, lanes=[spec], rotate_every=4), progress=False)
+        assert first.finished and entries(out) == list(range(5))
+        server.mode = "no_credits"  # the account runs dry
+        cfg = GenerateConfig(out=out, n=12, lanes=[spec], rotate_every=4)
+        with pytest.raises(GenerationPaused) as paused:
+            run_generation(cfg, progress=False, sleep=no_backoff)
+        assert "HTTP 402" in str(paused.value) and "run the same command again" in str(paused.value)
+        assert server.chat_count == 6 and entries(out) == list(range(5))
+        server.mode = "ok"  # credits are back: the same command resumes where it stopped
+        report = run_generation(cfg, progress=False, sleep=no_backoff)
+        assert report.resumed_from == 5 and report.finished and server.chat_count == 13
+    assert entries(out) == list(range(12))
+    rejects = [json.loads(line) for line in out.with_name("cloud.jsonl.rejects.jsonl").read_text().splitlines()]
+    for record in rejects:  # the fake's echo is no tutor reply: rejected with reasons, never dropped
+        assert record["lane"].startswith("openai:") and record["problems"]
+        assert record["row"]["metadata"]["lane"] == "cloud" and "The learner said" in record["row"]["metadata"]["prompt"]
+        assert record["row"]["metadata"]["style"] == style_for(record["index"], 4)
+
+
+def test_cloud_lane_falls_back_to_the_offline_lane(tmp_path):
+    out = tmp_path / "mixed.jsonl"
+    with FakeOpenAI(mode="no_credits") as server:
+        spec = cloud(server)
+        report = run_generation(GenerateConfig(out=out, n=30, lanes=[spec, "offline"], rotate_every=10),
+                                progress=False)
+        assert server.chat_count == 1  # paused at the first 402, never asked again
+    assert report.finished and report.by_lane["offline"] == 30 and "HTTP 402" in report.paused_lanes[spec]
+    assert entries(out) == list(range(30))
+
+
+def test_rate_limits_are_retried_with_backoff_a_bounded_number_of_times(tmp_path):
+    delays = []
+    with FakeOpenAI(mode="rate_limited", fail_first=2) as server:
+        report = run_generation(GenerateConfig(out=tmp_path / "r.jsonl", n=1, lanes=[cloud(server)], retries=3,
+                                               backoff_s=0.5), progress=False, sleep=delays.append)
+        assert server.chat_count == 3 and delays == [0.5, 1.0] and report.finished
+    with FakeOpenAI(mode="server_error") as server:
+        with pytest.raises(GenerationPaused, match="after 3 attempt"):
+            run_generation(GenerateConfig(out=tmp_path / "s.jsonl", n=3, lanes=[cloud(server)], retries=2,
+                                          backoff_s=0.1), progress=False, sleep=delays.append)
+        assert server.chat_count == 3  # bounded: never retried forever
+
+
+def test_starter_mix_builds_offline_with_a_manifest(tmp_path):
+    config = tmp_path / "mix.toml"
+    config.write_text(f"""
+name = "t"
+seed = 3
+total = 500
+out = "{tmp_path / 'stage1.jsonl'}"
+[[sources]]
+name = "offline"
+path = "{tmp_path / 'offline.jsonl'}"
+ratio = 0.8
+[sources.generate]
+lanes = ["offline"]
+n = 600
+rotate_every = 50
+[[sources]]
+name = "recasts-only"
+path = "{tmp_path / 'offline.jsonl'}"
+ratio = 0.2
+[sources.filter]
+styles = ["recast"]
+include_error_free = false
+""")
+    manifest = build_mix(load_mix_config(config), progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "stage1.jsonl").read_text().splitlines()]
+    assert len(rows) == manifest["rows"] == 500
+    by_source = Counter(r["metadata"]["mix_source"] for r in rows)
+    assert by_source == {"offline": 400, "recasts-only": 100}
+    assert all(r["metadata"]["style"] == "recast" for r in rows if r["metadata"]["mix_source"] == "recasts-only")
+    inputs = {i["name"]: i for i in manifest["inputs"]}
+    assert inputs["offline"]["actual_ratio"] == 0.8 and len(inputs["offline"]["sha256"]) == 64
+    assert manifest == json.loads((tmp_path / "stage1.jsonl.manifest.json").read_text())
+    again = build_mix(load_mix_config(config), progress=False)
+    assert again["out_sha256"] == manifest["out_sha256"]  # fixed seed: the same mix
+
+
+def test_bad_mix_configs_are_explained(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('total = 10\nout = "x"\nratios = 1\n[[sources]]\npath = "a"\nratio = 0.5\n')
+    with pytest.raises(QuimbotError, match=r"unknown key\(s\) \['ratios'\]"):
+        load_mix_config(bad)
+    bad.write_text('total = 10\nout = "x"\n[[sources]]\npath = "a"\nratio = 0.5\n')
+    with pytest.raises(QuimbotError, match="add up to 0.5"):
+        load_mix_config(bad)
