@@ -66,6 +66,23 @@ def test_flag_review_and_export_through_the_api(running_app):
     db.close()
 
 
+def test_arena_through_the_api(running_app):
+    client = Client(running_app["url"] + "tester/", verbose=False)
+    out = client.predict("I has two brother", "default", "gguf:default?n_ctx=1024", "beginner", "ana",
+                         api_name="/arena_ask")
+    reply_1, reply_2, status = out[0], out[1], out[2]
+    assert reply_1.strip() and reply_2.strip() and status.startswith("Round 1")
+    status, table = client.predict("ana", api_name="/arena_vote_first")[:2]
+    assert "Vote saved. Reply 1 was" in status
+    rows = {r[0]: r for r in table["data"]}
+    assert set(rows) == {"default", "gguf:default?n_ctx=1024"} and sorted(r[2] for r in rows.values()) == [0, 1]
+    status = client.predict("ana", api_name="/arena_vote_tie")[0]
+    assert "already has a vote" in status
+    db = sqlite3.connect(running_app["db"])
+    assert db.execute("SELECT vote, tester FROM arena_rounds").fetchall() == [("first", "ana")]
+    db.close()
+
+
 def test_loopback_detection_and_accounts(tmp_path):
     assert is_local("127.0.0.1") and is_local("localhost") and is_local("::1") and is_local("127.0.0.2")
     assert not is_local("0.0.0.0") and not is_local("192.168.1.4") and not is_local("example.org")

@@ -124,3 +124,24 @@ def m002_flags_and_suggestions(db: Database) -> None:
         not_null={"turn_id", "reason", "detector", "status", "created_at"},
     )
     db["suggestions"].create_index(["turn_id", "reason", "detector"], unique=True)
+
+
+@migration
+def m003_arena(db: Database) -> None:
+    db["arena_rounds"].create(
+        {
+            "id": int,
+            "created_at": str,
+            "tester": str,
+            "learner": str,          # the learner message both models answered
+            "level": str,
+            "model_first": str,      # shown first (the order is random, the names hidden until the vote)
+            "model_second": str,
+            "conversation_first": int,
+            "conversation_second": int,
+            "vote": str,             # first | second | tie | both_bad, NULL until voted
+            "voted_at": str,
+        },
+        pk="id",
+        not_null={"created_at", "learner", "model_first", "model_second"},
+    )

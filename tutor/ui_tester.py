@@ -8,12 +8,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from .arena import Arena
 from .config import Settings
 from .errors import InputError, QuimbotError
 from .feedback import REASONS, Feedback, FlagFilters
 from .session import ChatService
 from .stage2 import export_stage2
-from .ui_chat import chat_panel, display, render_turns
+from .prompts import DEFAULT_LEVEL, LEVELS
+from .ui_chat import chat_panel, display, model_choices, render_turns
 
 FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 REASON_CHOICES = [(f"{label} ({code})", code) for code, label in REASONS.items()]
@@ -32,6 +34,7 @@ def export_folder(settings: Settings, name: str) -> Path:
 def build_tester_app(service: ChatService, settings: Settings, default_model: str, login: bool) -> gr.Blocks:
     feedback = Feedback(service.store)
     store = service.store
+    arena = Arena(service)
 
     def who(name: str, request: gr.Request | None) -> str:
         if login:
@@ -141,6 +144,31 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
                 f"{manifest['duplicates_skipped']} duplicates skipped. {display(files)}<br>"
                 f"Manifest: `{display(manifest['manifest_path'])}`{rejected}")
 
+    def arena_ask(learner, model_a, model_b, level, name, request: gr.Request):
+        hidden = gr.update(interactive=True)
+        try:
+            result = arena.ask(learner, model_a, model_b, level, tester=who(name, request) or "tester")
+        except QuimbotError as exc:
+            return None, "", "", f"⚠️ {display(str(exc))}", *(gr.update(interactive=False),) * 4
+        return (result["id"], display(result["first"]), display(result["second"]),
+                f"Round {result['id']}: which reply teaches better?", hidden, hidden, hidden, hidden)
+
+    def arena_vote(round_id, vote, name, request: gr.Request):
+        locked = gr.update(interactive=False)
+        try:
+            if not round_id:
+                raise InputError("Ask both models first.")
+            result = arena.vote(int(round_id), vote, who(name, request) or "tester")
+        except QuimbotError as exc:
+            return f"⚠️ {display(str(exc))}", gr.update(), *(gr.update(),) * 4
+        return (f"Vote saved. Reply 1 was **{display(result['first'])}**, reply 2 was **{display(result['second'])}**.",
+                arena_rows(), locked, locked, locked, locked)
+
+    def arena_rows():
+        return [[t["model"], t["rounds"], t["wins"], t["losses"], t["ties"], t["both_bad"],
+                 round(t["win_rate"], 3) if t["win_rate"] == t["win_rate"] else None,
+                 f"{t['ci_low']:.2f}–{t['ci_high']:.2f}"] for t in arena.table()]
+
     with gr.Blocks(title="Quimbot · tester") as demo:
         gr.Markdown("## Quimbot · tester view")
         with gr.Tab("Chat & flag"):
@@ -186,6 +214,28 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
                 open_btn = gr.Button("Open dialogue", size="sm", elem_id="open-flag")
             flag_info = gr.Markdown()
             dialogue = gr.Chatbot(label="Dialogue around the flag", height=360, sanitize_html=True)
+        with gr.Tab("Arena"):
+            gr.Markdown("Two models answer the same learner message; their names stay hidden until you vote.")
+            with gr.Row():
+                arena_a = gr.Dropdown(choices=model_choices(settings), label="Model", allow_custom_value=True,
+                                      elem_id="arena-a")
+                arena_b = gr.Dropdown(choices=model_choices(settings), label="Other model", allow_custom_value=True,
+                                      elem_id="arena-b")
+                arena_level = gr.Radio(list(LEVELS), value=DEFAULT_LEVEL, label="Learner level")
+            arena_msg = gr.Textbox(label="Learner message", elem_id="arena-message")
+            arena_go = gr.Button("Ask both", variant="primary", elem_id="arena-ask")
+            arena_round = gr.State(None)
+            with gr.Row():
+                reply_1 = gr.Markdown(label="Reply 1", elem_id="arena-reply-1")
+                reply_2 = gr.Markdown(label="Reply 2", elem_id="arena-reply-2")
+            arena_status = gr.Markdown(elem_id="arena-status")
+            with gr.Row():
+                vote_buttons = [gr.Button(text, interactive=False, elem_id=f"vote-{code}")
+                                for code, text in (("first", "Reply 1 teaches better"),
+                                                   ("second", "Reply 2 teaches better"),
+                                                   ("tie", "Tie"), ("both_bad", "Both bad"))]
+            arena_table = gr.Dataframe(headers=["model", "rounds", "wins", "losses", "ties", "both bad", "win rate",
+                                                "95% CI"], value=arena_rows, interactive=False, elem_id="arena-table")
         with gr.Tab("Export"):
             gr.Markdown("Exports the flags matching the review-queue filters as Stage 2 JSONL "
                         "(SFT, preference and unpaired rows), scrubbed of personal data, into "
@@ -214,5 +264,12 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
         filter_inputs = [f_reason, f_model, f_tester, f_from, f_to]
         apply.click(review, filter_inputs, [queue, per_reason, per_checkpoint, summary], api_name="review")
         open_btn.click(open_flag, [open_id], [dialogue, flag_info], api_name="open_flag")
+        arena_go.click(arena_ask, [arena_msg, arena_a, arena_b, arena_level, tester],
+                       [arena_round, reply_1, reply_2, arena_status, *vote_buttons], api_name="arena_ask")
+        for code, button in zip(("first", "second", "tie", "both_bad"), vote_buttons):
+            def cast(round_id, name, request: gr.Request, code=code):
+                return arena_vote(round_id, code, name, request)
+            button.click(cast, [arena_round, tester], [arena_status, arena_table, *vote_buttons],
+                         api_name=f"arena_vote_{code}")
         export.click(run_export, [*filter_inputs, folder, include_system], [export_status], api_name="export")
     return demo
