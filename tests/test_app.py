@@ -68,12 +68,15 @@ def test_bad_input_and_bad_model_keep_the_app_working(running_app):
     assert "empty" in status and chat == []
     chat, box, status = client.predict("x" * 5000, "default", "beginner", api_name="/send")[:3]
     assert "5,000 characters" in status and box == "x" * 5000  # kept for the learner to shorten
-    chat, box, status = client.predict("I has a dog", "gguf:/no/such.gguf", "beginner", api_name="/send")[:3]
+    missing = running_app["db"].parent / "exports" / "missing.gguf"
+    chat, box, status = client.predict("I has a dog", f"gguf:{missing}", "beginner", api_name="/send")[:3]
     assert "GGUF file not found" in status and "GGUF file not found" in text(chat[-1])
+    chat, box, status = client.predict("I has a dog", "gguf:/etc/passwd", "beginner", api_name="/send")[:3]
+    assert "outside the runs and exports folders" in status and box == "I has a dog"
     chat, box, status = client.predict("<b>I has</b> a <script>alert(1)</script>", "default", "beginner",
                                         api_name="/send")[:3]
     assert "&lt;script&gt;" in text(chat[-2]) and not text(chat[-1]).startswith("⚠️")
     events = rows(running_app["db"], "SELECT kind FROM events")
-    assert [e["kind"] for e in events] == ["rejected_input", "rejected_input"]
+    assert [e["kind"] for e in events] == ["rejected_input", "rejected_input", "refused_model_spec"]
     errors = rows(running_app["db"], "SELECT error FROM turns WHERE status = 'error'")
     assert len(errors) == 1 and "GGUF file not found" in errors[0]["error"]

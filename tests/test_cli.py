@@ -10,7 +10,7 @@ from tutor.cli import build_parser, main
 
 COMMANDS = [["app"], ["chat"], ["conversations"], ["conversations", "list"], ["conversations", "show"], ["models"],
             ["flags"], ["flags", "list"], ["flags", "add"], ["flags", "remove"], ["flags", "suggest"],
-            ["flags", "detector-eval"], ["export"], ["export", "stage2"]]
+            ["flags", "detector-eval"], ["export"], ["export", "stage2"], ["conversations", "delete"], ["backup"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -107,3 +107,19 @@ def test_flag_and_export_from_the_command_line(tmp_path, capsys):
     assert "0 flagged replies" in capsys.readouterr().out
     assert main(["flags", "detector-eval", str(tmp_path / "missing.jsonl")]) == 2
     assert "Cannot read" in capsys.readouterr().err
+
+
+def test_backup_and_delete_a_learners_conversations(tmp_path, capsys):
+    from tutor.store import Store
+
+    db = tmp_path / "cli.db"
+    store = Store.open(db)
+    for learner in ("ana", "ana", "ben"):
+        cid = store.create_conversation(level="beginner", model_spec="default", learner=learner)
+        store.add_turn(cid, "user", f"hello from {learner}")
+    assert main(["backup", str(tmp_path / "copy.db"), "--db", str(db)]) == 0
+    assert main(["conversations", "delete", "--learner", "ana", "--db", str(db)]) == 2
+    assert "add --yes" in capsys.readouterr().err
+    assert main(["conversations", "delete", "--learner", "ana", "--yes", "--db", str(db)]) == 0
+    assert [c["learner"] for c in Store.open(db).list_conversations()] == ["ben"]
+    assert len(Store.open(tmp_path / "copy.db").list_conversations()) == 3

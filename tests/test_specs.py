@@ -54,3 +54,21 @@ def test_catalog_finds_exports_and_checkpoints_without_registration(settings):
     ckpts = [s for s in specs if "checkpoint-" in s]
     assert ckpts == [f"hf:{settings.runs_dir}/stage1/checkpoint-50", f"hf:{settings.runs_dir}/stage1/checkpoint-100"]
     assert specs[-1] == "ollama:llama3.2"
+
+
+def test_ui_specs_cannot_escape_the_configured_folders(settings):
+    from tutor.catalog import check_ui_spec
+
+    inside = settings.exports_dir / "a.gguf"
+    assert check_ui_spec("default", settings, local=False) == "default"
+    assert check_ui_spec(f"gguf:{inside}", settings, local=False) == f"gguf:{inside}"
+    assert check_ui_spec(f"hf:default?adapter={settings.runs_dir}/r/checkpoint-5", settings, local=False)
+    for spec in ("gguf:/etc/passwd", f"gguf:{settings.exports_dir}/../../x.gguf",
+                 "hf:default?adapter=/tmp/evil", f"hf:{settings.runs_dir}/../../elsewhere"):
+        with pytest.raises(ModelSpecError, match="outside the runs and exports folders"):
+            check_ui_spec(spec, settings, local=True)
+    with pytest.raises(ModelSpecError, match="Remote models must be in the model list"):
+        check_ui_spec("openai:x?base_url=http://10.0.0.1/v1", settings, local=False)
+    assert check_ui_spec("ollama:llama3.2", settings, local=True) == "ollama:llama3.2"
+    settings.extra_models = ["ollama:llama3.2"]
+    assert check_ui_spec("ollama:llama3.2", settings, local=False) == "ollama:llama3.2"

@@ -93,3 +93,34 @@ def test_events_are_logged(store):
 def test_memory_database_is_accepted():
     store = Store(Database(memory=True))
     assert store.list_conversations() == []
+
+
+def test_delete_conversation_removes_everything_about_it(store):
+    from tutor.feedback import Feedback
+
+    keep = store.create_conversation(level="beginner", model_spec="default")
+    store.add_turn(keep, "user", "keep me")
+    cid = store.create_conversation(level="beginner", model_spec="default", learner="ana")
+    store.add_turn(cid, "user", "My email is ana@example.com")
+    reply = store.add_turn(cid, "assistant", "Thanks! What do you do?")
+    Feedback(store).suggest(reply)
+    Feedback(store).flag(reply, ["tone"], "ben")
+    store.log_event("rejected_input", {"reason": "x"}, cid)
+    counts = store.delete_conversation(cid)
+    assert counts["turns"] == 2 and counts["flags"] == 1 and counts["events"] == 1 and counts["conversations"] == 1
+    assert "ana@example.com" not in json.dumps([list(store.db[t].rows) for t in store.db.table_names()])
+    assert [t["content"] for t in store.turns(keep)] == ["keep me"]
+    with pytest.raises(NotFoundError):
+        store.delete_conversation(cid)
+
+
+def test_backup_is_a_consistent_copy(tmp_path):
+    store = Store.open(tmp_path / "live.db")
+    cid = store.create_conversation(level="beginner", model_spec="default")
+    store.add_turn(cid, "user", "hello")
+    copy = store.backup(tmp_path / "backup.db")
+    restored = Store.open(copy)
+    assert [t["content"] for t in restored.turns(cid)] == ["hello"]
+    assert restored.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with pytest.raises(StoreError, match="exists already"):
+        store.backup(copy)

@@ -49,3 +49,42 @@ def list_models(settings: Settings) -> list[ModelChoice]:
             seen.add(choice.spec)
             unique.append(choice)
     return unique
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_ui_spec(spec: str, settings: Settings, local: bool) -> str:
+    """A model spec typed in the UI, checked before anything is loaded: files and checkpoints
+    must lie inside the configured runs and exports folders (or be the bundled model), and
+    remote servers must be in the picker list unless the app only listens on this machine."""
+    from .errors import ModelSpecError
+    from .specs import parse_spec
+
+    listed = {c.spec for c in list_models(settings)}
+    text = (spec or "").strip()
+    if text in listed:
+        return text
+    parsed = parse_spec(text)
+    folders = [Path(settings.runs_dir), Path(settings.exports_dir)]
+    paths = []
+    if parsed.engine == "gguf" and parsed.target not in ("default", "smollm2"):
+        paths.append(Path(parsed.target))
+    if parsed.engine == "hf":
+        if parsed.target not in ("default", "smollm2") and (("/" in parsed.target and Path(parsed.target).exists())
+                                                             or parsed.target.startswith((".", "/", "~"))):
+            paths.append(Path(parsed.target))
+        if parsed.get("adapter"):
+            paths.append(Path(parsed.get("adapter")))
+    for path in paths:
+        if not any(_inside(path.expanduser(), folder) for folder in folders):
+            raise ModelSpecError(f"{path} is outside the runs and exports folders; the app only serves models "
+                                 "from there (pick one from the list).")
+    if parsed.engine in ("ollama", "openai", "openrouter") and not local:
+        raise ModelSpecError("Remote models must be in the model list (QUIMBOT_MODELS) when the app is shared.")
+    return text

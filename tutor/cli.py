@@ -157,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_paths(q)
     q.set_defaults(func=cmd_export_stage2)
 
+    q = csub.add_parser("delete", help="delete conversations and everything about them",
+                        description="Delete conversations (their turns, flags, suggestions, events and arena rounds) "
+                        "by id, or every conversation of a learner. Exported files are not touched.")
+    q.add_argument("ids", type=int, nargs="*", help="conversation ids")
+    q.add_argument("--learner", help="delete every conversation of this learner")
+    q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _add_paths(q)
+    q.set_defaults(func=cmd_conversations_delete)
+
+    p = sub.add_parser("backup", help="copy the conversation log safely, even while the app runs",
+                       description="Write a consistent copy of the SQLite database (SQLite's online backup).")
+    p.add_argument("out", type=Path, help="new file for the copy")
+    _add_paths(p)
+    p.set_defaults(func=cmd_backup)
+
     p = sub.add_parser("models", help="list the models the picker offers",
                        description="List model specs found without registration: the bundled model, GGUF "
                        "files in the exports folder, checkpoints in the runs folder, and QUIMBOT_MODELS.")
@@ -371,6 +386,35 @@ def cmd_export_stage2(args: argparse.Namespace) -> int:
     for problem in manifest["rejected"] + manifest["skipped"]:
         print(f"not exported: {problem}", file=sys.stderr)
     print(f"manifest: {manifest['manifest_path']}")
+    return 0
+
+
+def cmd_conversations_delete(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    store = Store.open(settings_from(args).db_path)
+    ids = list(args.ids)
+    if args.learner:
+        ids += [r["id"] for r in store.db.query("SELECT id FROM conversations WHERE learner = ?", [args.learner])]
+    if not ids:
+        raise QuimbotError("Name conversation ids or --learner NAME.")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise QuimbotError("Refusing to delete without confirmation: add --yes.")
+        if input(f"Delete {len(ids)} conversation(s) {ids}? [y/N] ").strip().lower() != "y":
+            print("nothing deleted")
+            return 1
+    for cid in ids:
+        counts = store.delete_conversation(cid)
+        print(f"conversation {cid}: deleted " + ", ".join(f"{n} {t}" for t, n in counts.items() if n))
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    path = Store.open(settings_from(args).db_path).backup(args.out)
+    print(f"backup written to {path}")
     return 0
 
 

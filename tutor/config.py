@@ -40,3 +40,18 @@ class Settings:
     )
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+
+
+LOCAL_NAMES = {"localhost", "ip6-localhost"}
+
+
+def is_local(host: str) -> bool:
+    """True when only this machine can reach the address (loopback)."""
+    import ipaddress
+
+    if host in LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -119,6 +119,42 @@ class Store:
             return cursor.rowcount
         return self._write(fix)
 
+    def delete_conversation(self, conversation_id: int) -> dict[str, int]:
+        """Delete a conversation and everything hanging off it (turns, flags, suggestions, events,
+        arena rounds), in one transaction; return how many rows of each went."""
+        self.get_conversation(conversation_id)
+
+        def delete() -> dict[str, int]:
+            turn_ids = "SELECT id FROM turns WHERE conversation_id = ?"
+            counts = {}
+            for table, where in (("suggestions", f"turn_id IN ({turn_ids})"), ("flags", "conversation_id = ?"),
+                                 ("events", "conversation_id = ?"),
+                                 ("arena_rounds", "conversation_first = ? OR conversation_second = ?"),
+                                 ("turns", "conversation_id = ?"), ("conversations", "id = ?")):
+                if not self.db[table].exists():
+                    continue
+                args = [conversation_id] * where.count("?")
+                counts[table] = self.db.execute(f"DELETE FROM {table} WHERE {where}", args).rowcount
+            return counts
+
+        return self._write(delete)
+
+    def backup(self, path: str | Path) -> Path:
+        """A consistent copy of the whole database, taken while the app may be writing."""
+        import sqlite3 as _sqlite3
+
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"{path} exists already; choose a new file for the backup.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = _sqlite3.connect(str(path))
+        try:
+            with self._lock:
+                self.db.conn.backup(target)
+        finally:
+            target.close()
+        return path
+
     # -- reads --------------------------------------------------------------------------
     def get_conversation(self, conversation_id: int) -> dict[str, Any]:
         with self._lock:

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from .catalog import list_models
+from .catalog import check_ui_spec, list_models
 from .config import Settings
 from .errors import QuimbotError
 from .prompts import DEFAULT_LEVEL, LEVELS
@@ -63,13 +63,19 @@ class ChatPanel:
     loaded: Any
 
 
-def chat_panel(service: ChatService, settings: Settings, default_model: str) -> ChatPanel:
+def chat_panel(service: ChatService, settings: Settings, default_model: str, local: bool = True) -> ChatPanel:
     """Build the chat controls inside the current Blocks context and wire their events."""
     store = service.store
 
     def respond(message: str, conversation_id: int | None, model_spec: str, level: str):
         history: list[dict[str, str]] = []
         update: ReplyUpdate | None = None
+        try:
+            model_spec = check_ui_spec(model_spec, settings, local)
+        except QuimbotError as exc:
+            store.log_event("refused_model_spec", {"spec": str(model_spec)[:300], "reason": str(exc)}, conversation_id)
+            yield gr.update(), message, conversation_id, f"⚠️ {display(str(exc))}", gr.update()
+            return
         for update in service.send(message, conversation_id=conversation_id, model_spec=model_spec,
                                    level=level, client="app"):
             if update.conversation_id is None:  # rejected before anything was stored

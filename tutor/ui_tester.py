@@ -9,7 +9,8 @@ from pathlib import Path
 import gradio as gr
 
 from .arena import Arena
-from .config import Settings
+from .catalog import check_ui_spec
+from .config import Settings, is_local
 from .errors import InputError, QuimbotError
 from .feedback import REASONS, Feedback, FlagFilters
 from .session import ChatService
@@ -147,6 +148,7 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
     def arena_ask(learner, model_a, model_b, level, name, request: gr.Request):
         hidden = gr.update(interactive=True)
         try:
+            model_a, model_b = (check_ui_spec(m, settings, is_local(settings.host)) for m in (model_a, model_b))
             result = arena.ask(learner, model_a, model_b, level, tester=who(name, request) or "tester")
         except QuimbotError as exc:
             return None, "", "", f"⚠️ {display(str(exc))}", *(gr.update(interactive=False),) * 4
@@ -172,7 +174,7 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
     with gr.Blocks(title="Quimbot · tester") as demo:
         gr.Markdown("## Quimbot · tester view")
         with gr.Tab("Chat & flag"):
-            chat = chat_panel(service, settings, default_model)
+            chat = chat_panel(service, settings, default_model, local=is_local(settings.host))
             with gr.Group():
                 gr.Markdown("### Flag a reply")
                 with gr.Row():

@@ -11,33 +11,20 @@ from pathlib import Path
 import gradio as gr
 
 from .backends import BackendPool
-from .config import Settings
+from .config import Settings, is_local  # noqa: F401  (is_local is part of this module's API)
 from .errors import QuimbotError
 from .session import ChatService
 from .store import Store
 from .ui_chat import chat_panel, display, render_turns  # noqa: F401  (re-exported for callers)
 
-LOCAL_NAMES = {"localhost", "ip6-localhost"}
 TESTER_PATH = "/tester"
-
-
-def is_local(host: str) -> bool:
-    """True when only this machine can reach the address (loopback)."""
-    import ipaddress
-
-    if host in LOCAL_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def build_learner_app(service: ChatService, settings: Settings, default_model: str = "default") -> gr.Blocks:
     """The learner's page: chat only, no flag controls."""
     with gr.Blocks(title="Quimbot") as demo:
         gr.Markdown("## Quimbot · practise English conversation")
-        chat_panel(service, settings, default_model)
+        chat_panel(service, settings, default_model, local=is_local(settings.host))
     return demo
 
 
