@@ -92,14 +92,21 @@ def serve_subprocess(cmd: list[str], ready_url: str, log_path: Path, env: dict |
         log.close()
 
 
-@pytest.fixture
-def running_app(tmp_path: Path):
+@contextlib.contextmanager
+def app_server(tmp_path: Path, *extra: str):
     """The real app (`quimbot app`) in a subprocess on a free port, with its own database."""
     port = free_port()
     db = tmp_path / "app.db"
     env = {**os.environ, "QUIMBOT_DB": str(db), "QUIMBOT_RUNS_DIR": str(tmp_path / "runs"),
            "QUIMBOT_EXPORTS_DIR": str(tmp_path / "exports")}
     url = f"http://127.0.0.1:{port}/"
-    cmd = [sys.executable, "-m", "tutor.cli", "app", "--port", str(port), "--preload"]
+    cmd = [sys.executable, "-m", "tutor.cli", "app", "--port", str(port), "--preload", *extra]
     with serve_subprocess(cmd, url, tmp_path / "app.log", env) as proc:
-        yield {"url": url, "db": db, "proc": proc, "log": tmp_path / "app.log"}
+        yield {"url": url, "db": db, "proc": proc, "log": tmp_path / "app.log", "port": port, "env": env,
+               "cmd": cmd}
+
+
+@pytest.fixture
+def running_app(tmp_path: Path):
+    with app_server(tmp_path) as app:
+        yield app

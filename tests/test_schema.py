@@ -65,3 +65,16 @@ def test_content_hash_is_versioned_and_ignores_metadata():
     changed = json.loads(json.dumps(GOOD))
     changed["messages"][2]["content"] += "!"
     assert content_hash(changed) != h
+
+
+def test_mixed_encodings_bom_and_crlf_lose_only_the_bad_line(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    good = json.dumps(GOOD, ensure_ascii=False).encode()
+    latin1 = json.dumps({**GOOD, "messages": GOOD["messages"][:1] + [
+        {"role": "user", "content": "Je suis allé à Paris"}, GOOD["messages"][2]]}, ensure_ascii=False)
+    path.write_bytes(b"\xef\xbb\xbf" + good + b"\r\n" + latin1.encode("latin-1") + b"\r\n" + good + b"\r\n")
+    report = GateReport()
+    rows = list(read_rows(path, report))
+    assert len(rows) == 2 and report.accepted == 2
+    assert len(report.rejected) == 1 and report.rejected[0].line == 2
+    assert "not valid UTF-8" in str(report.rejected[0]) and str(report.rejected[0]).startswith(f"{path}:2:")

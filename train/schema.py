@@ -117,12 +117,31 @@ class GateReport:
         return "\n".join(lines)
 
 
+def decode_line(raw: bytes, path: str, number: int) -> str:
+    """The text of one line, or SchemaError("file:line: not valid UTF-8 at byte N ...")."""
+    try:
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        near = raw[max(0, exc.start - 24):exc.start + 8].decode("utf-8", "backslashreplace").strip()
+        raise SchemaError(f"not valid UTF-8 at byte {exc.start + 1} of the line (byte 0x{raw[exc.start]:02x} "
+                          f"near {near!r}); the file mixes encodings - re-save this line as UTF-8",
+                          path, number) from None
+
+
 def read_rows(path: str | Path, report: GateReport | None = None, **limits: Any) -> Iterator[dict[str, Any]]:
     """Yield the rows of a JSONL file that pass the gate; every other line lands in ``report``
-    (or raises at once when no report is given), with its file and line number."""
+    (or raises at once when no report is given), with its file and line number. Lines are
+    decoded one by one, so a line in another encoding is one reported error, not a crash."""
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = decode_line(raw, str(path), number)
+            except SchemaError as exc:
+                if report is None:
+                    raise
+                report.rejected.append(exc)
+                continue
             if not line.strip():
                 continue
             try:

@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-model", action="append", metavar="SPEC",
                    help="add a spec to the model picker (repeatable; env QUIMBOT_MODELS adds more)")
     p.add_argument("--preload", action="store_true", help="load the start model before serving")
+    _add_generation(p)
     p.add_argument("--testers-file", metavar="PATH",
                    help="tester accounts, one NAME:PASSWORD per line (env QUIMBOT_TESTERS adds more); with "
                    "accounts the tester view at /tester asks for a login, without them it is served only on "
@@ -172,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_paths(p)
     p.set_defaults(func=cmd_backup)
 
+    from train.cli_data import register as register_data
+
+    register_data(sub)
+
     p = sub.add_parser("models", help="list the models the picker offers",
                        description="List model specs found without registration: the bundled model, GGUF "
                        "files in the exports folder, checkpoints in the runs folder, and QUIMBOT_MODELS.")
@@ -194,7 +199,12 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     settings.host, settings.port = args.host, args.port
-    launch(settings, default_model=args.model, preload=args.preload, testers_file=args.testers_file)
+    from .backends import GenerationOptions
+
+    options = GenerationOptions(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                                seed=args.seed)
+    launch(settings, default_model=args.model, preload=args.preload, testers_file=args.testers_file,
+           options=options)
     return 0
 
 

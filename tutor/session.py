@@ -82,10 +82,12 @@ class ChatService:
     """What the app and the CLI call. Conversations are keyed by id and rebuilt from the
     store on every message, so concurrent sessions can never mix their histories."""
 
-    def __init__(self, store: Store, pool: BackendPool, default_model: str = "default"):
+    def __init__(self, store: Store, pool: BackendPool, default_model: str = "default",
+                 default_options: GenerationOptions | None = None):
         self.store = store
         self.pool = pool
         self.default_model = default_model
+        self.default_options = default_options or GenerationOptions()
 
     def new_conversation(self, *, model_spec: str | None = None, level: str | None = None,
                          client: str = "app", learner: str | None = None) -> int:
@@ -152,7 +154,7 @@ class ChatService:
              client: str = "app") -> Iterator[ReplyUpdate]:
         """Stream the tutor's reply. Never raises a QuimbotError: problems arrive as the last
         update's ``error`` and are logged."""
-        options = options or GenerationOptions()
+        options = options or self.default_options
         level = normalize_level(level)
         spec_text = (model_spec or self.default_model).strip()
         try:

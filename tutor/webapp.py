@@ -88,13 +88,13 @@ def create_server(settings: Settings, default_model: str = "default", testers: d
 
 
 def launch(settings: Settings, default_model: str = "default", preload: bool = False,
-           testers_file: str | None = None) -> None:
+           testers_file: str | None = None, options=None) -> None:
     import uvicorn
 
     store = Store.open(settings.db_path)
     recovered = store.recover_interrupted()
     pool = BackendPool(settings)
-    service = ChatService(store, pool, default_model=default_model)
+    service = ChatService(store, pool, default_model=default_model, default_options=options)
     if preload:
         pool.get(default_model)
     testers = load_testers(path=testers_file)
