@@ -56,8 +56,7 @@ def _past_event(rng: random.Random, with_error: bool) -> Seed:
     front = rng.random() < 0.5
     kind = rng.random()
     if with_error and kind < 0.2:  # "I didn't went"
-        verb_ok, verb_bad = f"didn't {base}", f"didn't {past}"
-        learner_ok = f"I {verb_ok} {rest} {when}"
+        verb_bad = f"didn't {past}"
         learner = f"I {verb_bad} {rest} {when}"
         return Seed(learner, f"you didn't {base} {to_tutor_side(rest)} {when}", "did_base", verb_bad,
                     f"didn't {base}", topic, _followups(topic, "you", "your", "you"), V.TOPIC_COMMENTS[topic])
