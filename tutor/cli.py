@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     from train.cli_data import register as register_data
 
     register_data(sub)
+    from train.cli_eval import register as register_eval
+
+    register_eval(sub)
 
     p = sub.add_parser("models", help="list the models the picker offers",
                        description="List model specs found without registration: the bundled model, GGUF "

@@ -93,6 +93,8 @@ class TransformersBackend(Backend):
         self.model = model.to(device).eval()
         self.device = device
         self._lock = threading.Lock()
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         if self.tokenizer.chat_template is None:
             raise BackendError(f"Model {self.base} has no chat template; it cannot serve a chat.")
 
@@ -155,6 +157,34 @@ class TransformersBackend(Backend):
             new_ids = outcome["ids"][0][prompt_len:]
             finish = "stop" if len(new_ids) < options.max_tokens else "length"
             yield Chunk(prompt_tokens=int(prompt_len), completion_tokens=int(len(new_ids)), finish_reason=finish)
+
+    def generate_batch(self, conversations: list[list[Message]], options: GenerationOptions) -> list[str]:
+        """Replies to several conversations in one padded batch (left padding), for evaluation:
+        much faster per reply than one at a time. Greedy when temperature is 0."""
+        import torch
+
+        if not conversations:
+            return []
+        with self._lock:
+            texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False)
+                     for m in conversations]
+            side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+            try:
+                batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            finally:
+                self.tokenizer.padding_side = side
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            sample = options.temperature > 0
+            kwargs = dict(max_new_tokens=options.max_tokens, do_sample=sample, pad_token_id=pad)
+            if sample:
+                kwargs.update(temperature=options.temperature, top_p=options.top_p)
+            if options.seed is not None:
+                torch.manual_seed(options.seed)
+            with torch.inference_mode():
+                out = self.model.generate(**batch, **kwargs)
+            new = out[:, batch["input_ids"].shape[1]:]
+            return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,89 @@
+"""`quimbot eval ...`: compare checkpoints on tutoring prompts, replay flagged replies."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tutor.errors import QuimbotError
+
+JFLEG = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "jfleg-dev"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="compare checkpoints as teachers; replay flagged replies",
+                              description="Evaluate models as tutors, beyond perplexity.")
+    esub = p.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
+    q = esub.add_parser(
+        "compare", help="side-by-side report of several models on tutoring prompts",
+        description="Every model answers the same learner turns (greedy); replies are scored with the pedagogy "
+        "metrics (error taken up, red pen, grammar terms, follow-up, echo, style, follow-up diversity) and shown "
+        "side by side in report.md / report.html / report.json, with the held-out perplexity from training where "
+        "known, a plot per checkpoint, and a recommendation by an explicit rule.")
+    q.add_argument("specs", nargs="+", help="model specs, e.g. hf:default hf:runs/r/checkpoint-50 gguf:exports/x.gguf")
+    q.add_argument("--prompts", type=Path, help="prompt set JSONL (default data/prompts/tutoring_prompts.jsonl)")
+    q.add_argument("--jfleg", nargs="?", const=str(JFLEG), metavar="DIR",
+                   help="use the real learner sentences of JFLEG dev instead (default ../shared/data/jfleg-dev)")
+    q.add_argument("--limit", type=int, help="only the first N prompts")
+    q.add_argument("--out", type=Path, default=Path("exports/compare"), help="report folder (default exports/compare)")
+    q.add_argument("--batch-size", type=int, default=8, help="replies generated together where the engine can (8)")
+    q.add_argument("--max-tokens", type=int, default=80, help="longest reply in tokens (default 80)")
+    q.add_argument("--metric", default="pedagogy_score", help="what the recommendation maximises")
+    q.add_argument("--margin", type=float, default=0.02,
+                   help="models within this of the best count as tied; the lowest perplexity wins (0.02)")
+    q.set_defaults(func=cmd_compare)
+
+    q = esub.add_parser(
+        "replay", help="answer flagged learner turns with an old and a new checkpoint",
+        description="Re-run the learner turns behind flagged replies against OLD and NEW and label each flag "
+        "fixed, still broken, regressed or fine (by the detector, on the flagged reasons).")
+    q.add_argument("old", help="model spec before Stage 2")
+    q.add_argument("new", help="model spec after Stage 2")
+    q.add_argument("--db", type=Path, help="conversation log (env QUIMBOT_DB, default ./var/quimbot.db)")
+    q.add_argument("--out", type=Path, default=Path("exports/replay"), help="report folder (default exports/replay)")
+    q.add_argument("--reason", help="only flags with this reason")
+    q.set_defaults(func=cmd_replay)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tutor.backends import GenerationOptions
+
+    from . import pedagogy
+    from .compare import Rule, compare, load_jfleg
+
+    if args.jfleg:
+        if not Path(args.jfleg, "dev.src").exists():
+            raise QuimbotError(f"No JFLEG data in {args.jfleg} (dev.src missing).")
+        prompts = load_jfleg(args.jfleg, args.limit)
+    else:
+        prompts = pedagogy.load_prompts(args.prompts) if args.prompts else pedagogy.load_prompts()
+        prompts = prompts[:args.limit] if args.limit else prompts
+    report = compare(args.specs, prompts, args.out, options=GenerationOptions(temperature=0.0,
+                     max_tokens=args.max_tokens, seed=0), rule=Rule(args.metric, args.margin),
+                     batch_size=args.batch_size)
+    from .compare import summary_rows
+
+    for row in summary_rows(report):
+        print("  ".join(row))
+    rec = report["recommendation"]
+    print(f"recommended: {rec['model']} ({rec['why']})")
+    print(f"report: {report['files']['markdown']} / {report['files']['html']}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tutor.config import Settings
+    from tutor.feedback import FlagFilters
+    from tutor.store import Store
+
+    from .replay import replay
+
+    settings = Settings()
+    if args.db:
+        settings.db_path = args.db
+    result = replay(Store.open(settings.db_path), args.old, args.new, args.out, FlagFilters(reason=args.reason),
+                    settings)
+    print(f"{result['flagged_replies']} flagged replies: {result['counts']}")
+    print(f"report: {args.out / 'replay.md'}", file=sys.stderr)
+    return 0

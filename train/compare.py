@@ -1,0 +1,245 @@
+"""`quimbot eval compare`: every model answers the same tutoring prompts; the replies are
+scored with the pedagogy metrics and laid side by side, with the perplexity from training
+where known and a recommendation by an explicit rule.
+
+Generation is batched where the engine allows it (transformers: padded batches; other engines
+one reply at a time), greedy by default, so a comparison is repeatable."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tutor.backends import GenerationOptions, load_backend
+from tutor.config import Settings
+from tutor.prompts import system_prompt
+from tutor.specs import parse_spec
+
+from . import pedagogy
+
+
+@dataclass
+class Rule:
+    """Recommend the best pedagogy score; among models within ``margin`` of it, the one with
+    the lowest known perplexity (a checkpoint that teaches as well but fits the data better)."""
+
+    metric: str = "pedagogy_score"
+    margin: float = 0.02
+
+    def describe(self) -> str:
+        return (f"highest {self.metric}; among models within {self.margin:g} of the best, "
+                "the lowest held-out perplexity where known")
+
+
+def prompt_messages(prompt: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system_prompt(prompt.get("level") or "intermediate")},
+            *prompt.get("context", []), {"role": "user", "content": prompt["learner"]}]
+
+
+def generate_replies(spec: str, prompts: list[dict], settings: Settings, options: GenerationOptions,
+                     batch_size: int = 8, progress: bool = True) -> list[str]:
+    backend = load_backend(spec, settings)
+    conversations = [prompt_messages(p) for p in prompts]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(prompts), desc=f"replies {spec}"[:60], unit="reply")
+    replies: list[str] = []
+    try:
+        if hasattr(backend, "generate_batch") and batch_size > 1:
+            for start in range(0, len(conversations), batch_size):
+                chunk = conversations[start:start + batch_size]
+                replies += backend.generate_batch(chunk, options)
+                if bar is not None:
+                    bar.update(len(chunk))
+        else:
+            for messages in conversations:
+                replies.append("".join(c.text for c in backend.stream(messages, options)).strip())
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        backend.close()
+    return replies
+
+
+def known_perplexity(spec: str) -> tuple[int | None, float | None]:
+    """(step, held-out perplexity) recorded by training for a checkpoint spec, when there is one."""
+    parsed = parse_spec(spec)
+    folder = parsed.get("adapter") or (parsed.target if parsed.engine == "hf" else None)
+    if not folder:
+        return None, None
+    path = Path(folder)
+    match = re.search(r"checkpoint-(\d+)$", path.name)
+    step = int(match.group(1)) if match else None
+    for candidate in (path.parent / "perplexity.json", path / "perplexity.json"):
+        if candidate.exists():
+            data = json.loads(candidate.read_text())
+            for point in data.get("points", data if isinstance(data, list) else []):
+                if point.get("step") == step or Path(str(point.get("checkpoint", ""))).name == path.name:
+                    return step, point.get("perplexity")
+    return step, None
+
+
+def recommend(models: list[dict[str, Any]], rule: Rule) -> dict[str, Any]:
+    scored = [m for m in models if m["metrics"].get(rule.metric) is not None]
+    if not scored:
+        return {"model": None, "why": "no model could be scored"}
+    best = max(m["metrics"][rule.metric] for m in scored)
+    close = [m for m in scored if m["metrics"][rule.metric] >= best - rule.margin]
+    with_ppl = [m for m in close if m.get("perplexity") is not None]
+    pick = min(with_ppl, key=lambda m: m["perplexity"]) if with_ppl else max(close, key=lambda m: m["metrics"][rule.metric])
+    why = (f"{rule.metric} {pick['metrics'][rule.metric]:.3f} (best {best:.3f}, margin {rule.margin:g})"
+           + (f", perplexity {pick['perplexity']:.2f} the lowest of {len(with_ppl)} close models" if with_ppl else ""))
+    return {"model": pick["spec"], "why": why, "rule": rule.describe()}
+
+
+def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings: Settings | None = None,
+            options: GenerationOptions | None = None, rule: Rule | None = None, batch_size: int = 8,
+            progress: bool = True) -> dict[str, Any]:
+    settings = settings or Settings()
+    options = options or GenerationOptions(temperature=0.0, max_tokens=80, seed=0)
+    rule = rule or Rule()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = []
+    for spec in specs:
+        replies = generate_replies(spec, prompts, settings, options, batch_size, progress)
+        per_reply = [pedagogy.score_prompt(p, r) for p, r in zip(prompts, replies)]
+        step, ppl = known_perplexity(spec)
+        models.append({"spec": spec, "step": step, "perplexity": ppl, "replies": replies,
+                       "per_reply": [m.as_dict() for m in per_reply], "metrics": pedagogy.aggregate(per_reply)})
+    report = {"prompts": len(prompts), "options": options.model_dump(), "rule": rule.describe(),
+              "recommendation": recommend(models, rule), "models": models,
+              "prompt_items": [{"id": p.get("id"), "learner": p["learner"], "error_type": p.get("error_type")}
+                               for p in prompts]}
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    plot = plot_checkpoints(models, out_dir / "checkpoints.png")
+    (out_dir / "report.md").write_text(to_markdown(report, plot))
+    (out_dir / "report.html").write_text(to_html(report, plot))
+    report["files"] = {k: str(out_dir / f) for k, f in (("json", "report.json"), ("markdown", "report.md"),
+                                                        ("html", "report.html"))}
+    if plot:
+        report["files"]["plot"] = str(plot)
+    return report
+
+
+SUMMARY = [("pedagogy_score", "pedagogy score"), ("good_move", "good move"), ("takes_up_error", "takes up error"),
+           ("red_pen", "red pen"), ("echo", "echo"), ("follow_up_on_topic", "follow-up on topic"),
+           ("words", "words")]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for m in report["models"]:
+        rows.append([m["spec"], _fmt(m["perplexity"]), *(_fmt(m["metrics"].get(k)) for k, _ in SUMMARY),
+                     _fmt(m["metrics"]["diversity"]["diversity"])])
+    return rows
+
+
+def to_markdown(report: dict[str, Any], plot: Path | None) -> str:
+    head = ["model", "perplexity", *(label for _, label in SUMMARY), "follow-up diversity"]
+    lines = [f"# Checkpoint comparison ({report['prompts']} prompts)", "",
+             f"**Recommendation:** `{report['recommendation']['model']}` — {report['recommendation']['why']}.",
+             f"Rule: {report['rule']}.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report)]
+    if plot:
+        lines += ["", f"![perplexity and pedagogy per checkpoint]({plot.name})"]
+    lines += ["", "## Replies side by side", ""]
+    for i, item in enumerate(report["prompt_items"]):
+        lines.append(f"### {item['id'] or i}: “{item['learner']}” ({item['error_type'] or 'no error'})")
+        for m in report["models"]:
+            flags = m["per_reply"][i]
+            lines.append(f"- `{m['spec']}` ({'good' if flags['good_move'] else 'weak'}, {flags['style']}): "
+                         f"{' '.join(m['replies'][i].split())}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_html(report: dict[str, Any], plot: Path | None) -> str:
+    e = html.escape
+    head = ["model", "perplexity", *(label for _, label in SUMMARY), "follow-up diversity"]
+    table = "".join(f"<th>{e(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in summary_rows(report))
+    cells = []
+    for i, item in enumerate(report["prompt_items"]):
+        replies = "".join(
+            f"<td class='{'good' if m['per_reply'][i]['good_move'] else 'weak'}'>{e(m['replies'][i])}"
+            f"<br><small>{e(m['per_reply'][i]['style'])}</small></td>" for m in report["models"])
+        cells.append(f"<tr><td>{e(item['learner'])}<br><small>{e(item['error_type'] or 'no error')}</small></td>"
+                     f"{replies}</tr>")
+    model_heads = "".join(f"<th>{e(m['spec'])}</th>" for m in report["models"])
+    rec = report["recommendation"]
+    image = f"<img src='{e(plot.name)}' alt='perplexity and pedagogy per checkpoint'>" if plot else ""
+    return ("<!doctype html><meta charset='utf-8'><title>Quimbot checkpoint comparison</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+            "padding:4px;vertical-align:top}td.good{background:#eefbe9}td.weak{background:#fdf0ee}</style>"
+            f"<h1>Checkpoint comparison ({report['prompts']} prompts)</h1>"
+            f"<p><b>Recommendation:</b> {e(str(rec['model']))} — {e(rec['why'])}.<br>Rule: {e(report['rule'])}.</p>"
+            f"<table><tr>{table}</tr>{body}</table>{image}<h2>Replies side by side</h2>"
+            f"<table><tr><th>learner</th>{model_heads}</tr>{''.join(cells)}</table>")
+
+
+def plot_checkpoints(models: list[dict[str, Any]], path: Path) -> Path | None:
+    """Perplexity and pedagogy score per checkpoint step on one figure (two y axes)."""
+    points = sorted(((m["step"] or 0, m) for m in models), key=lambda point: point[0])
+    if len({step for step, _ in points}) < 2:  # nothing to draw across training steps
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [s for s, _ in points]
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    ax1.plot(steps, [m["metrics"]["pedagogy_score"] for _, m in points], "o-", color="tab:green", label="pedagogy")
+    ax1.set_xlabel("training step (0 = base)")
+    ax1.set_ylabel("pedagogy score", color="tab:green")
+    ax1.set_ylim(0, 1)
+    ppl = [(s, m["perplexity"]) for s, m in points if m["perplexity"] is not None]
+    if ppl:
+        ax2 = ax1.twinx()
+        ax2.plot([s for s, _ in ppl], [p for _, p in ppl], "s--", color="tab:blue", label="perplexity")
+        ax2.set_ylabel("held-out perplexity", color="tab:blue")
+    ax1.set_title("Is the best-perplexity checkpoint the best teacher?")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def load_jfleg(folder: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Real learner sentences (JFLEG dev: dev.src and four human corrections dev.ref0-3) as a
+    prompt set, read where the data is present; never copied into the project. The corrections
+    are the words the references put where the learner's differ."""
+    import difflib
+
+    folder = Path(folder)
+    src = (folder / "dev.src").read_text(encoding="utf-8").splitlines()
+    refs = [(folder / f"dev.ref{i}").read_text(encoding="utf-8").splitlines() for i in range(4)
+            if (folder / f"dev.ref{i}").exists()]
+    prompts = []
+    for i, sentence in enumerate(src[:limit] if limit else src):
+        words = sentence.split()
+        corrections = set()
+        for ref in refs:
+            ref_words = ref[i].split()
+            for op, _, _, j1, j2 in difflib.SequenceMatcher(a=words, b=ref_words).get_opcodes():
+                if op in ("replace", "insert") and j2 > j1:
+                    span = " ".join(ref_words[j1:j2]).strip(".,!?;:\"'")
+                    if span and len(span) > 1:
+                        corrections.add(span)
+        prompts.append({"id": f"jfleg-{i}", "learner": sentence, "level": "intermediate",
+                        "error_type": "jfleg" if corrections else None, "corrections": sorted(corrections) or None})
+    return prompts
