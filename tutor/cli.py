@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-M", default="default", help=SPEC_HELP)
     p.add_argument("--level", choices=LEVELS, default=DEFAULT_LEVEL, help=f"learner level (default {DEFAULT_LEVEL})")
     p.add_argument("--conversation", "-c", type=int, help="continue this logged conversation id")
+    p.add_argument("--learner", help="learner name stored with new conversations (for per-learner deletion)")
     p.add_argument("--message", "-m", action="append", help="send this message and exit (repeatable)")
     _add_generation(p)
     _add_paths(p)
@@ -179,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     from train.cli_eval import register as register_eval
 
     register_eval(sub)
+    from train.cli_train import register as register_train
+
+    register_train(sub)
 
     p = sub.add_parser("models", help="list the models the picker offers",
                        description="List model specs found without registration: the bundled model, GGUF "
@@ -225,6 +229,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     def say(text: str) -> bool:
         nonlocal conversation
         ok = True
+        if conversation is None and args.learner and text.strip():
+            conversation = service.new_conversation(model_spec=args.model, level=args.level, client="cli",
+                                                    learner=args.learner)
         printed = 0
         for update in service.send(text, conversation_id=conversation, model_spec=args.model,
                                    level=args.level, options=options, client="cli"):
