@@ -30,8 +30,9 @@ def checkpoint(tmp_path_factory):
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(default_hf_dir(Settings().cache_dir)),
                            LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     model.save_pretrained(run / "checkpoint-50")
-    (run / "perplexity.json").write_text(json.dumps({"points": [{"step": 0, "perplexity": 9.5},
-                                                                {"step": 50, "perplexity": 4.25}]}))
+    (run / "perplexity.json").write_text(json.dumps({"results": [  # as `quimbot train` writes it
+        {"step": 0, "checkpoint": "base", "perplexity": 9.5},
+        {"step": 50, "checkpoint": "checkpoint-50", "perplexity": 4.25}]}))
     return run / "checkpoint-50"
 
 

@@ -80,7 +80,7 @@ def known_perplexity(spec: str) -> tuple[int | None, float | None]:
     for candidate in (path.parent / "perplexity.json", path / "perplexity.json"):
         if candidate.exists():
             data = json.loads(candidate.read_text())
-            for point in data.get("points", data if isinstance(data, list) else []):
+            for point in data.get("results", data.get("points", [])) if isinstance(data, dict) else data:
                 if point.get("step") == step or Path(str(point.get("checkpoint", ""))).name == path.name:
                     return step, point.get("perplexity")
     return step, None
