@@ -61,6 +61,18 @@ def quiet(*args, **kwargs):
     pass
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny batches here run as fast on one thread, and one thread is immune to the OpenMP spinning
+    that made two-thread steps 40x slower whenever another process was busy on this 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("train-data")

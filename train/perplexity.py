@@ -84,9 +84,10 @@ def evaluate_run(run_dir: str | Path, settings: Settings | None = None, *, force
     from tutor.backends.hf import split_adapter
     from tutor.specs import ModelSpec
 
-    from .sft import load_tokenizer, resolve_models
+    from .sft import load_tokenizer, quiet_library_warnings, resolve_models
     from .train_config import TrainConfig
 
+    quiet_library_warnings()
     settings = settings or Settings()
     run_dir = Path(run_dir)
     checkpoints = checkpoints_of(run_dir)

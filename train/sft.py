@@ -464,20 +464,11 @@ def check_disk(run_dir: Path, needed: int) -> None:
 
 
 def _world() -> tuple[bool, int, int]:
-    """(is main process, process index, number of processes) - also under `accelerate launch`."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.environ.get("ACCELERATE_USE_FSDP"):
-        from accelerate import PartialState
-
-        state = PartialState()
-        return state.is_main_process, state.process_index, state.num_processes
-    return True, 0, 1
-
-
-def _barrier() -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
+    """(is main process, rank, number of processes), from the variables torchrun / `accelerate launch`
+    set. Read from the environment: creating accelerate's PartialState this early (before the Trainer
+    picks the CPU or GPU backend) would fix the wrong distributed type for the whole process."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    return rank == 0, rank, world
 
 
 # ---------------------------------------------------------------------------------------------
@@ -768,6 +759,7 @@ def training_arguments(run: PreparedRun, cls):
         activation_checkpointing=run.device.gradient_checkpointing, report_to="none", disable_tqdm=False,
         max_length=c.max_length, dataloader_num_workers=0, eval_strategy="no",
         train_sampling_strategy="group_by_length" if c.group_by_length else "random",
+        ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient; the search costs a graph walk
     )
     if cls.__name__ == "SFTConfig":
         kwargs.update(packing=c.packing)
@@ -887,21 +879,21 @@ def train(config: TrainConfig, settings: Settings | None = None, say=print, call
     quiet_library_warnings()
     kind = "sft" if config.method == "sft" else "preference"
     run = prepare_run(config, settings, kind=kind, say=say)
-    c = run.config
+    say, c = run.say, run.config
     say(f"run {run.run_dir}: {len(run.train)} training rows, {len(run.heldout)} held out; "
-        f"{run.total_steps} steps of {c.per_device_train_batch_size} x {c.gradient_accumulation_steps}"
-        f"{f' x {run.world_size} devices' if run.world_size > 1 else ''} rows; "
+        f"{run.total_steps} steps of {c.per_device_train_batch_size} rows x {c.gradient_accumulation_steps} "
+        f"accumulated{f' x {run.world_size} processes' if run.world_size > 1 else ''}; "
         f"{run.info.get('trainable_parameters', 0):,} trainable parameters; {run.device.describe()}")
     if run.resume_from is not None:
         say(f"resuming from {run.resume_from}")
-    write_run_files(run)
-    _barrier()
     if c.method == "dpo":
         from .dpo import build_dpo_trainer
 
         trainer = build_dpo_trainer(run, callbacks)
     else:
         trainer = build_sft_trainer(run, callbacks)
+    write_run_files(run)  # main process only; the others wait for it below
+    trainer.accelerator.wait_for_everyone()
     start = time.monotonic()
     output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     seconds = time.monotonic() - start
