@@ -404,7 +404,14 @@ def test_stopped_run_resumes_with_same_steps_and_data_order(full_run, data_dir):
     assert [p.name for p in sorted(run_dir.glob("checkpoint-*"))] == ["checkpoint-2"]
     with pytest.raises(TrainError, match="--resume"):
         train(config, say=quiet)
-    result = train(tiny(tmp, data, perplexity=False, resume=True), say=quiet)
+    # a checkpoint the kill cut short (adapter written, optimizer state not): skipped, then redone
+    half = run_dir / "checkpoint-3"
+    half.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(run_dir / "checkpoint-2" / name, half / name)
+    said = []
+    result = train(tiny(tmp, data, perplexity=False, resume=True), say=said.append)
+    assert any("checkpoint-3 is incomplete" in s for s in said)
     assert result.steps == 4 and [p.name for p in result.checkpoints] == ["checkpoint-2", "checkpoint-4"]
     order = (run_dir / "data_order.jsonl").read_text().splitlines()
     expected = (reference.run_dir / "data_order.jsonl").read_text().splitlines()

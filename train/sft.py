@@ -527,16 +527,26 @@ def _resume_state(config: TrainConfig, run_dir: Path, say) -> Path | None:
         if problems:
             raise TrainError(f"Cannot resume {run_dir}: " + "; ".join(problems)
                              + ". Resuming needs the same data and batch settings; start a new --run-name instead.")
-        step, path = existing[-1]
-        if not (path / "trainer_state.json").is_file() or not (path / "optimizer.pt").is_file():
-            raise TrainError(f"{path} has no optimizer/trainer state (saved adapter-only?), so the run cannot "
-                             "resume from it exactly; use --init-adapter to continue from it as a new run.")
-        return path
+        complete = [(step, p) for step, p in existing if _resumable(p)]
+        if not complete:
+            raise TrainError(f"No checkpoint in {run_dir} has the optimizer/trainer state needed to resume exactly; "
+                             "use --init-adapter to continue from one as a new run.")
+        last_step, last = complete[-1]
+        for step, path in existing:
+            if step > last_step:
+                say(f"--resume: {path.name} is incomplete (killed while saving?); resuming from {last.name}")
+        return last
     if existing and not config.overwrite:
         names = ", ".join(p.name for _, p in existing[-3:])
         raise TrainError(f"{run_dir} already has checkpoints ({names}). Pass --resume to continue from "
                          f"{existing[-1][1].name}, --overwrite to start again, or choose another --run-name.")
     return None
+
+
+def _resumable(ckpt: Path) -> bool:
+    names = {p.name for p in ckpt.iterdir()}
+    return {"trainer_state.json", "optimizer.pt", "scheduler.pt", "adapter_model.safetensors"} <= names and any(
+        n.startswith("rng_state") for n in names)
 
 
 def dataset_info(paths: list[str]) -> list[dict[str, Any]]:
@@ -551,6 +561,7 @@ def _digest(hashes) -> str:
 def prepare_run(config: TrainConfig, settings: Settings | None = None, kind: str = "sft", say=print,
                 load=True) -> PreparedRun:
     """Everything that can fail, checked before training; nothing is written until it all passes."""
+    quiet_library_warnings()
     settings = settings or Settings()
     is_main, _, world = _world()
     say = say if is_main else _silent
@@ -572,8 +583,6 @@ def prepare_run(config: TrainConfig, settings: Settings | None = None, kind: str
     train, heldout = split_heldout(examples, config.heldout_fraction, config.heldout_max, config.seed)
     if not train:
         raise DataError("No rows left to train on after the held-out split.")
-    if kind != "sft":
-        encode_examples(tokenizer, heldout)  # perplexity of the chosen replies
     info = {
         "run": config.run_name, "method": config.method, "config": config.to_dict(),
         "datasets": dataset_info(config.dataset),
@@ -625,7 +634,11 @@ def write_run_files(run: PreparedRun) -> None:
             if name.startswith(ORDER_FILE.split(".")[0] + ".rank"):
                 (run_dir / name).unlink()
     else:
-        _truncate_logs(run_dir, int(run.resume_from.name.split("-")[-1]))
+        step = int(run.resume_from.name.split("-")[-1])
+        _truncate_logs(run_dir, step)
+        for later, path in checkpoints_of(run_dir):  # incomplete ones after the resume point: redone
+            if later > step:
+                shutil.rmtree(path)
     info = dict(run.info, started=_now(), resumed_from=str(run.resume_from) if run.resume_from else None)
     _write_json(run_dir / RUN_FILE, info)
     with open(run_dir / HELDOUT_FILE, "w", encoding="utf-8") as fh:
@@ -886,6 +899,7 @@ def train(config: TrainConfig, settings: Settings | None = None, say=print, call
         f"{run.info.get('trainable_parameters', 0):,} trainable parameters; {run.device.describe()}")
     if run.resume_from is not None:
         say(f"resuming from {run.resume_from}")
+        run.info["resumed_from"] = str(run.resume_from)
     if c.method == "dpo":
         from .dpo import build_dpo_trainer
 
