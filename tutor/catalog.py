@@ -31,7 +31,12 @@ def list_models(settings: Settings) -> list[ModelChoice]:
     exports = Path(settings.exports_dir)
     if exports.is_dir():
         for path in sorted(exports.rglob("*.gguf"), key=_step_key):
-            if path.is_file() and not path.name.startswith("."):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            if path.name.endswith(".lora.gguf"):  # an adapter alone: served on the bundled base
+                choices.append(ModelChoice(f"GGUF LoRA on the bundled model: {path.relative_to(exports)}",
+                                           f"gguf:default?lora={path}"))
+            else:
                 choices.append(ModelChoice(f"GGUF export: {path.relative_to(exports)}", f"gguf:{path}"))
     runs = Path(settings.runs_dir)
     if runs.is_dir():
@@ -75,6 +80,8 @@ def check_ui_spec(spec: str, settings: Settings, local: bool) -> str:
     paths = []
     if parsed.engine == "gguf" and parsed.target not in ("default", "smollm2"):
         paths.append(Path(parsed.target))
+    if parsed.engine == "gguf" and parsed.get("lora"):
+        paths.append(Path(parsed.get("lora")))
     if parsed.engine == "hf":
         if parsed.target not in ("default", "smollm2") and (("/" in parsed.target and Path(parsed.target).exists())
                                                              or parsed.target.startswith((".", "/", "~"))):

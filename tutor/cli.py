@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file", type=Path, help="labelled JSONL file")
     q.set_defaults(func=cmd_detector_eval)
 
-    p = sub.add_parser("export", help="export data", description="Export data out of the workbench.")
+    p = sub.add_parser("export", help="export Stage 2 data, GGUF files and Ollama Modelfiles",
+                       description="Export data and models out of the workbench.")
     esub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
     q = esub.add_parser("stage2", help="flagged dialogues as Stage 2 training JSONL",
                         description="Write sft.jsonl, preference.jsonl and unpaired.jsonl (TRL formats) from "
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flag_filters(q)
     _add_paths(q)
     q.set_defaults(func=cmd_export_stage2)
+    from train.cli_export import register as register_export
+
+    register_export(esub, _add_paths)
 
     q = csub.add_parser("delete", help="delete conversations and everything about them",
                         description="Delete conversations (their turns, flags, suggestions, events and arena rounds) "

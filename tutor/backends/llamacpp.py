@@ -34,7 +34,8 @@ def resolve_gguf(target: str) -> Path:
 
 
 class LlamaCppBackend(Backend):
-    """Options in the spec: ``n_ctx`` (context tokens, default 2048), ``n_threads``."""
+    """Options in the spec: ``n_ctx`` (context tokens, default 2048), ``n_threads``, and ``lora``: a GGUF
+    LoRA (``quimbot export lora``) applied on top, e.g. ``gguf:default?lora=exports/r-checkpoint-80/adapter-f16.lora.gguf``."""
 
     engine = "gguf"
 
@@ -49,8 +50,11 @@ class LlamaCppBackend(Backend):
             n_threads = int(spec.get("n_threads", os.cpu_count() or 2))
         except ValueError as exc:
             raise ModelSpecError(f"Spec {spec}: n_ctx and n_threads must be whole numbers.") from exc
+        lora = spec.get("lora")
+        self.lora = resolve_gguf(lora) if lora else None
         try:
-            self.llm = Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+            self.llm = Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads, verbose=False,
+                             lora_path=str(self.lora) if self.lora else None)
         except Exception as exc:  # llama-cpp raises ValueError/RuntimeError with little detail
             raise BackendError(f"llama-cpp could not load {self.path}: {exc}") from exc
         self._lock = threading.Lock()
@@ -64,7 +68,7 @@ class LlamaCppBackend(Backend):
 
     @property
     def checkpoint(self) -> str:
-        return str(self.path)
+        return f"{self.path} + {self.lora}" if self.lora else str(self.path)
 
     @property
     def context_length(self) -> int:
