@@ -17,6 +17,7 @@ from fakes import FakeOpenAI
 from train.generate import GenerateConfig, GenerationPaused, run_generation
 from train.mix import build_mix, load_mix_config
 from train.schema import GateReport, read_rows
+from train import synth
 from train.synth import STYLES, make_row, style_for
 from tutor.detector import suggest_flags
 from tutor.errors import QuimbotError
@@ -205,6 +206,11 @@ include_error_free = false
     assert manifest == json.loads((tmp_path / "stage1.jsonl.manifest.json").read_text())
     again = build_mix(load_mix_config(config), progress=False)
     assert again["out_sha256"] == manifest["out_sha256"]  # fixed seed: the same mix
+    # a source made by an older generator version is refused, never silently mixed in
+    params = tmp_path / "offline.jsonl.params.json"
+    params.write_text(params.read_text().replace(synth.GENERATOR, "train.synth/0"))
+    with pytest.raises(QuimbotError, match="was generated with"):
+        build_mix(load_mix_config(config), progress=False)
 
 
 def test_bad_mix_configs_are_explained(tmp_path):
@@ -215,3 +221,88 @@ def test_bad_mix_configs_are_explained(tmp_path):
     bad.write_text('total = 10\nout = "x"\n[[sources]]\npath = "a"\nratio = 0.5\n')
     with pytest.raises(QuimbotError, match="add up to 0.5"):
         load_mix_config(bad)
+
+
+# ---------------------------------------------------------------- the offline lane against the evaluation set
+NEW_ERROR_TYPES = ("word_choice", "present_perfect", "pronoun", "possessive", "future", "quantifier",
+                   "double_negative", "subject_omission")
+
+
+def _ngrams(text: str, n: int = 6) -> set[tuple[str, ...]]:
+    words = re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("\u2019", "'")).split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_offline_learner_turns_share_no_six_words_with_the_eval_prompts():
+    from train.pedagogy import load_prompts
+
+    eval_grams = set().union(*(_ngrams(p["learner"]) for p in load_prompts()))
+    assert eval_grams
+    clashes = []
+    for i in range(5000):
+        row = make_row(i, seed_value=0, rotate_every=500)
+        for message in row["messages"][1::2]:
+            shared = _ngrams(message["content"]) & eval_grams
+            if shared:
+                clashes.append((message["content"], sorted(shared)[:2]))
+    assert not clashes, clashes[:5]
+
+
+def _frames():
+    from train import synth
+
+    return {"word_choice": synth._word_choice, "present_perfect": synth._present_perfect,
+            "pronoun": synth._pronoun, "possessive": synth._possessive, "future": synth._future,
+            "quantifier": synth._quantifier, "double_negative": synth._double_negative,
+            "subject_omission": synth._subject_omission, "comparative": synth._comparative}
+
+
+@pytest.mark.parametrize("error_type", NEW_ERROR_TYPES + ("comparative",))
+def test_new_error_types_are_good_moves_by_our_own_metric(error_type):
+    import random
+
+    from train.pedagogy import score_reply
+    from train.synth import _shape, tutor_reply
+
+    rng = random.Random(error_type)
+    for _ in range(40):
+        seed = _frames()[error_type](rng, True)
+        _shape(rng, seed)  # with the tails and lead-ins real turns get
+        assert seed.error_type == error_type and seed.wrong and seed.right
+        for style in STYLES:
+            reply = tutor_reply(seed, style, rng)
+            m = score_reply(reply, seed.learner, corrections=[seed.right], error_type=error_type)
+            assert m.takes_up_error and not m.echo and m.follow_up and m.follow_up_on_topic, (
+                seed.learner, reply, m.evidence)
+            assert not m.red_pen and m.style != "explicit" and m.good_move, (seed.learner, reply, m.style)
+            assert seed.right.lower() in reply.lower()
+
+
+@pytest.mark.parametrize("error_type", NEW_ERROR_TYPES)
+def test_correct_versions_of_the_new_frames_are_error_free(error_type):
+    import random
+
+    rng = random.Random(f"{error_type}-correct")
+    for _ in range(40):
+        seed = _frames()[error_type](rng, False)
+        assert seed.error_type is None and seed.wrong is None and seed.right is None
+        assert not find_errors(seed.learner), seed.learner
+
+
+def test_learner_turns_have_the_length_and_shape_of_real_messages():
+    learners = [make_row(i)["messages"][1]["content"] for i in range(3000)]
+    long_ones = [t for t in learners if len(t.split()) >= 10]
+    two_clauses = [t for t in learners if re.search(r", \w|\. \w| and | but ", t)]
+    assert len(long_ones) / len(learners) > 0.25 and len(two_clauses) / len(learners) > 0.3
+    types = Counter(make_row(i)["metadata"]["error_type"] for i in range(3000))
+    assert all(types[t] > 30 for t in NEW_ERROR_TYPES), types
+
+
+def test_offline_lane_audit_shows_no_dominant_opener(tmp_path):
+    from train.audit import audit_path
+
+    out = tmp_path / "offline.jsonl"
+    run_generation(GenerateConfig(out=out, n=1500, rotate_every=100), progress=False)
+    audit = audit_path(out, near=False).total
+    assert audit.rejected == 0 and audit.echo["count"] == 0 and audit.red_pen["count"] == 0
+    assert audit.dominant_opener is None or audit.dominant_opener[2] < 0.15, audit.dominant_opener

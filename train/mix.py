@@ -18,7 +18,8 @@ A mix config (TOML)::
     styles = ["recast", "expansion"]
     error_types = ["past_tense"]
     include_error_free = true
-    [sources.generate]                 # optional: build the source first when the file is missing
+    [sources.generate]                 # optional: build (or finish) the source first; a file made with
+                                       # other parameters or generator version is refused, never mixed
     lanes = ["offline"]
     n = 3200
     rotate_every = 200
@@ -135,7 +136,7 @@ def build_mix(config: MixConfig, progress: bool = True) -> dict[str, Any]:
     picked: list[dict[str, Any]] = []
     inputs = []
     for source in config.sources:
-        if not source.path.exists() and source.generate:
+        if source.generate:  # missing: generated; unfinished: resumed; made by another generator version: refused
             from .generate import GenerateConfig, run_generation
 
             gen = dict(source.generate)

@@ -2,8 +2,11 @@
 
 Correct sentences are built from frames (a past event, a relative's habit, a number of things,
 ...), a typed learner error is injected (tense, agreement, articles, plurals, uncountables,
-comparatives, gerund/infinitive, modals, prepositions, word order, for/since, be-agreement,
-did + base form), and the tutor's reply models the correct form *from the tutor's side*
+comparatives and superlatives, gerund/infinitive, modals, prepositions, word order, for/since,
+be-agreement, did + base form, word choice, present perfect, pronouns, possessives, future,
+quantifiers, double negatives, a missing subject). A good share of learner turns get a correct
+tail clause ("..., the water was freezing") or a lead-in before the error clause, as real messages
+do; the tutor recasts only the error clause. The tutor's reply models the correct form *from the tutor's side*
 ("you went", never an echoed "I went") in the chosen scaffolding style, with varied wording
 and a follow-up question about what the learner said."""
 
@@ -13,12 +16,13 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from tutor.learner_errors import find_errors
 from tutor.prompts import LEVELS, system_prompt
 
 from . import synth_vocab as V
 
 STYLES = ("recast", "elicitation", "expansion", "metalinguistic")
-GENERATOR = "train.synth/1"
+GENERATOR = "train.synth/2"
 
 
 @dataclass
@@ -33,6 +37,10 @@ class Seed:
     topic: str = ""
     followups: list[str] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
+    tails: list[tuple[str, list[str] | None]] = field(default_factory=list)  # correct clauses to add, own follow-ups
+    leads: list[str] = field(default_factory=list)  # lead-ins that fit before the clause
+    hints: list[str] = field(default_factory=list)  # metalinguistic hints, when HINTS[error_type] does not fit
+    reactions: list[str] = field(default_factory=list)  # replies to the correct sentence, when cheerful ones don't fit
 
 
 _SWAP = {"my": "your", "i": "you", "me": "you", "mine": "yours", "myself": "yourself", "am": "are",
@@ -46,31 +54,48 @@ def to_tutor_side(text: str) -> str:
 
 
 def _fill(template: str, p: str, pos: str, obj: str) -> str:
-    do = "does" if p in ("he", "she", "it") else "do"
-    return template.format(p=p, pos=pos, obj=obj, do=do, Do=do.capitalize())
+    third = p in ("he", "she", "it")
+    do, were, have = ("does", "was", "has") if third else ("do", "were", "have")
+    return template.format(p=p, pos=pos, obj=obj, do=do, Do=do.capitalize(), were=were, Were=were.capitalize(),
+                           have=have)
 
 
 def _past_event(rng: random.Random, with_error: bool) -> Seed:
-    base, past, _, _, rest, topic = rng.choice(V.PAST_ACTIVITIES)
+    base, past, third, _, rest, topic = rng.choice(V.PAST_ACTIVITIES)
     when = rng.choice(V.PAST_TIMES)
     front = rng.random() < 0.5
-    kind = rng.random()
-    if with_error and kind < 0.2:  # "I didn't went"
+    who = rng.random()
+    if who < 0.12 and "my " not in rest:
+        subject, tutor_subject, p, pos, obj = V.PAST_SUBJECTS[0]                   # we
+    elif who < 0.3 and "my " not in rest and past != base:  # "my sister read" would look like "reads" missing
+        subject, tutor_subject, p, pos, obj = rng.choice(V.PAST_SUBJECTS[1:])      # my brother, my wife ...
+    else:
+        subject, tutor_subject, p, pos, obj = "I", "you", "you", "your", "you"
+    followups = _followups(topic, p, pos, obj)
+    tails = V.TAILS.get(topic, []) + [(t, None) for t in (V.COMMENT_TAILS if topic in V.BAD_NEWS else
+                                                          V.COMMENT_TAILS_PAST)]
+    if with_error and rng.random() < 0.2:  # "I didn't went"
         verb_bad = f"didn't {past}"
-        learner = f"I {verb_bad} {rest} {when}"
-        return Seed(learner, f"you didn't {base} {to_tutor_side(rest)} {when}", "did_base", verb_bad,
-                    f"didn't {base}", topic, _followups(topic, "you", "your", "you"), V.TOPIC_COMMENTS[topic])
+        learner = f"{_cap(subject)} {verb_bad} {rest} {when}"
+        negative = [_fill(t, p, pos, obj) for t in V.NEGATIVE_FOLLOWUPS]
+        return Seed(learner, f"{tutor_subject} didn't {base} {to_tutor_side(rest)} {when}", "did_base", verb_bad,
+                    f"didn't {base}", topic, negative, ["That's a shame.", "Oh well."],
+                    [(t, None) for t in V.COMMENT_TAILS])
     if with_error:
-        wrong = V.OVERREGULAR.get(past) if rng.random() < 0.35 and past in V.OVERREGULAR else base
+        if subject.startswith("my "):  # "my brother go" would be an agreement error: "goes" or "goed" instead
+            wrong = V.OVERREGULAR.get(past) if rng.random() < 0.7 and past in V.OVERREGULAR else third
+        else:
+            wrong = V.OVERREGULAR.get(past) if rng.random() < 0.35 and past in V.OVERREGULAR else base
         if wrong == past:
             wrong = base
     else:
         wrong = past
-    say = (lambda v: f"{when.capitalize()} I {v} {rest}") if front else (lambda v: f"I {v} {rest} {when}")
-    tutor = f"you {past} {to_tutor_side(rest)} {when}"
+    say = (lambda v: f"{when.capitalize()} {subject} {v} {rest}") if front else \
+        (lambda v: f"{_cap(subject)} {v} {rest} {when}")
+    tutor = f"{tutor_subject} {past} {to_tutor_side(rest)} {when}"
     return Seed(say(wrong), tutor, "past_tense" if with_error else None, wrong if with_error else None,
-                f"you {past}" if with_error else None, topic, _followups(topic, "you", "your", "you"),
-                V.TOPIC_COMMENTS[topic])
+                f"{tutor_subject} {past}" if with_error else None, topic, followups, V.TOPIC_COMMENTS[topic],
+                tails, V.LEADS_PAST, reactions=V.REACTIONS_BAD if topic in V.BAD_NEWS else [])
 
 
 def _followups(topic: str, p: str, pos: str, obj: str) -> list[str]:
@@ -122,12 +147,23 @@ def _uncountable(rng: random.Random, with_error: bool) -> Seed:
 
 
 def _comparative(rng: random.Random, with_error: bool) -> Seed:
+    if rng.random() < 0.35:
+        return _superlative(rng, with_error)
     adj, comp, learner_t, tutor_t, followups = rng.choice(V.COMPARATIVES)
     bad = rng.choice([f"more {adj}", f"more {comp}"]) if adj != "good" else rng.choice(["more good", "more better",
                                                                                           "gooder"])
     return Seed(learner_t.format(c=bad if with_error else comp), tutor_t.format(c=comp),
                 "comparative" if with_error else None, bad if with_error else None, comp if with_error else None,
                 "opinions", list(followups), ["Good to know.", "That makes sense."])
+
+
+def _superlative(rng: random.Random, with_error: bool) -> Seed:
+    adj, sup, learner_t, tutor_t, followups = rng.choice(V.SUPERLATIVES)
+    bad = f"most {adj}"
+    return Seed(learner_t.format(s=bad if with_error else sup), tutor_t.format(s=sup),
+                "comparative" if with_error else None, bad if with_error else None,
+                f"the {sup}" if with_error else None, "opinions", list(followups), ["Good to know.", "Interesting."],
+                hints=["Short words just add -est: ", "Careful with most here: "])
 
 
 def _gerund(rng: random.Random, with_error: bool) -> Seed:
@@ -201,26 +237,262 @@ def _be(rng: random.Random, with_error: bool) -> Seed:
                 f"you're {adj}" if with_error else None, "feelings", list(V.BE_FOLLOWUPS[adj]), ["I understand."])
 
 
-FRAMES = [(_past_event, 6), (_habit, 3), (_counted, 2), (_article, 2), (_uncountable, 1), (_comparative, 1),
-          (_gerund, 2), (_modal, 1), (_preposition, 2), (_really, 1), (_since, 1), (_be, 1)]
+def _word_choice(rng: random.Random, with_error: bool) -> Seed:
+    kind = rng.random()
+    if kind < 0.4:  # -ed/-ing: "I was so boring" -> "you were so bored"
+        wrong, right, rest, followups = rng.choice(V.FEELINGS)
+        now = wrong in V.FEELINGS_NOW
+        adverb = rng.choice(["so", "really", "very"])
+        be, be_t = ("I'm", "you're") if now else ("I was", "you were")
+        said = f"{be} {adverb} {wrong if with_error else right} {rest}"
+        return Seed(said, f"{be_t} {adverb} {right} {to_tutor_side(rest)}", "word_choice" if with_error else None,
+                    wrong if with_error else None, f"{be_t} {adverb} {right}" if with_error else None, "feelings",
+                    list(followups), V.FEELING_COMMENTS.get(wrong, ["I know that feeling.", "That happens."]),
+                    _tails(wrong), V.LEADS_PRESENT if now else V.LEADS_PAST,
+                    ["Think about how you felt: ", "One small change: "],
+                    [] if wrong in V.FEELING_COMMENTS else V.REACTIONS_BAD)
+    if kind < 0.6:  # age: "I have thirty years" -> "you're thirty"
+        if rng.random() < 0.55:
+            n = rng.choice(V.AGES)
+            said = rng.choice([f"Today is my birthday, I have {n} years", f"I have {n} years today",
+                               f"It's my birthday! I have {n} years now"])
+            if not with_error:
+                said = said.replace(f"I have {n} years", f"I'm {n}")
+            followups = [t.format(n=n) for t in V.AGE_FOLLOWUPS]
+            return Seed(said, f"you're {n} today", "word_choice" if with_error else None,
+                        f"have {n} years" if with_error else None, f"you're {n}" if with_error else None, "age",
+                        followups, ["Happy birthday!", "Happy birthday, that's a great age."],
+                        _tails("age"),
+                        hints=["Think about how we say age: ", "One small change: "])
+        who, who_t, n, followups = rng.choice(V.AGE_OTHERS)
+        said = f"{_cap(who)} {'has' if with_error else 'is'} {n}{' years' if with_error else ''}"
+        return Seed(said, f"{who_t} is {n}", "word_choice" if with_error else None,
+                    f"has {n} years" if with_error else None, f"{who_t} is {n}" if with_error else None, "age",
+                    list(followups), ["What a lovely age.", "Time goes so fast."],
+                    [(t, None) for t in V.COMMENT_TAILS], hints=["Think about how we say age: ", "One small change: "])
+    wrong, right, rest, rest_t, followups = rng.choice(V.VERB_MIXUPS)
+    said = f"I {wrong if with_error else to_learner_side(right)} {rest}"
+    return Seed(said, f"you {right} {rest_t}", "word_choice" if with_error else None,
+                wrong if with_error else None, right if with_error else None, "everyday", list(followups),
+                ["I see.", "Oh, okay."], _tails(wrong), hints=["One small change: ", "Think about the verb: "],
+                reactions=V.REACTIONS_NEUTRAL)
+
+
+def to_learner_side(text: str) -> str:
+    """Second person -> first person, for the correct version of a learner's phrase ("your" -> "my")."""
+    return re.sub(r"\b(your|you)\b", lambda m: {"your": "my", "you": "me"}[m.group(1)], text)
+
+
+def _present_perfect(rng: random.Random, with_error: bool) -> Seed:
+    learner_t, tutor_t, wrong, right, followups = rng.choice(V.PERFECT)
+    year, year_t = rng.choice(V.YEARS)
+    said = learner_t.format(y=year)
+    if not with_error:
+        said = _perfect_correct(tutor_t, year)
+    return Seed(said, tutor_t.format(y=year_t), "present_perfect" if with_error else None,
+                wrong if with_error else None, right if with_error else None, "life", list(followups),
+                ["Oh, interesting.", "I see."], _tails(learner_t),
+                hints=["It's still true now, so: ", "Think about how long: "], reactions=V.REACTIONS_NEUTRAL)
+
+
+def _perfect_correct(tutor_t: str, year: str) -> str:
+    """The learner's sentence said correctly: the tutor's form back in the first person."""
+    text = tutor_t.format(y=year).replace("you've", "I've").replace("your", "my").replace(" there", " here")
+    return text.replace("since you were", "since I was")
+
+
+def _pronoun(rng: random.Random, with_error: bool) -> Seed:
+    relative, p, obj = rng.choice(V.PRONOUN_PEOPLE)
+    pos = "her" if p == "she" else "his"
+    wrong_p = "he" if p == "she" else "she"
+    kind = rng.random()
+    if kind < 0.5:  # "my sister is a pilot and he flies ..."
+        first, second, second_t, followups = rng.choice(V.PRONOUN_FACTS)
+        joiner = rng.choice([" and ", ", ", ", "])
+        said = f"{_cap(relative)} {first}{joiner}{second.format(p=wrong_p if with_error else p)}"
+        tutor = second_t.format(p=p)
+        right = " ".join(tutor.split()[:2])
+        return Seed(said, tutor, "pronoun" if with_error else None,
+                    " ".join(second.format(p=wrong_p).split()[:2]) if with_error else None,
+                    right if with_error else None, "people", [_fill(t, p, pos, obj) for t in followups],
+                    ["That's interesting.", "How nice."], _tails("people", obj=obj),
+                    hints=["Think about who it is: ", "One small change: "])
+    if kind < 0.8:  # "I visit she every Sunday"
+        learner_t, tutor_t, followups = rng.choice(V.OBJECT_PRONOUNS)
+        said = learner_t.format(R=relative, w=p if with_error else obj)
+        said = _cap(said)
+        tutor = tutor_t.format(r=obj)
+        right = " ".join(tutor.split()[1:3])
+        return Seed(said, tutor, "pronoun" if with_error else None,
+                    " ".join(tutor_t.format(r=p).split()[1:3]) if with_error else None, right if with_error else None,
+                    "people", [t.format(p=p, r=obj) for t in followups], ["That's kind of you.", "How nice."],
+                    [(t, None) for t in V.COMMENT_TAILS], hints=["Think about who it is: ", "One small change: "])
+    first, wrong_clause, tutor, right, followups = rng.choice(V.THINGS_IT)  # "I bought a laptop, he is fast"
+    said = f"{first}, {wrong_clause if with_error else tutor}"
+    return Seed(said, tutor, "pronoun" if with_error else None,
+                " ".join(wrong_clause.split()[:2]) if with_error else None, right if with_error else None,
+                "things", list(followups), ["Sounds great.", "Nice."], [(t, None) for t in V.COMMENT_TAILS],
+                hints=["Think about what it is: ", "One small change: "])
+
+
+def _possessive(rng: random.Random, with_error: bool) -> Seed:
+    relative, thing, pred, pred_t, followups = rng.choice(V.POSSESSIVES)
+    if with_error:
+        if rng.random() < 0.5:
+            said, wrong = f"My {relative} {thing} {pred}", f"{relative} {thing}"
+        else:
+            said, wrong = f"The {thing} of my {relative} {pred}", f"{thing} of my {relative}"
+    else:
+        said, wrong = f"My {relative}'s {thing} {pred}", None
+    right = f"{relative}'s {thing}"
+    return Seed(said, f"your {right} {pred_t}", "possessive" if with_error else None, wrong,
+                right if with_error else None, "people", list(followups), ["Oh, interesting.", "Oh, I see."],
+                _tails(f"{relative} {thing}"), V.LEADS_PRESENT,
+                ["Think about whose it is: ", "One small change: "], V.REACTIONS_NEUTRAL)
+
+
+def _future(rng: random.Random, with_error: bool) -> Seed:
+    base, ing, rest, followups = rng.choice(V.FUTURE_PLANS)
+    when = rng.choice(V.FUTURE_TIMES)
+    subject, be_t = ("We", "you're") if rng.random() < 0.15 else ("I", "you're")
+    be = "we're" if subject == "We" else "I'm"
+    kind = rng.random()
+    if kind < 0.35:    # "Tomorrow I see the dentist"
+        said = f"{subject} {base} {rest}"
+        tutor_verb = rng.choice([f"going to {base}", ing])
+        right, wrong = f"{be_t} {tutor_verb}", f"{subject} {base}"
+    elif kind < 0.7:   # "Tomorrow I seeing the dentist"
+        said = f"{subject} {ing} {rest}"
+        tutor_verb, right, wrong = ing, f"{be_t} {ing}", f"{subject} {ing}"
+    else:              # "I going to see the dentist tomorrow"
+        said = f"{subject} going to {base} {rest}"
+        tutor_verb, right, wrong = f"going to {base}", f"{be_t} going to {base}", f"{subject} going to"
+    if not with_error:
+        said = f"{be} {tutor_verb} {rest}"
+    front = rng.random() < 0.5
+    said = f"{when.capitalize()} {_lower_first(said) if said.startswith('We') else said}" if front else \
+        f"{_cap(said)} {when}"
+    return Seed(said, f"{be_t} {tutor_verb} {to_tutor_side(rest)} {when}", "future" if with_error else None,
+                wrong if with_error else None, right if with_error else None, "plans", list(followups),
+                ["That sounds like a good plan.", "How exciting!", "That sounds fun."],
+                V.FUTURE_TAILS + ([V.FUTURE_WEATHER_TAIL] if ing in V.FUTURE_OUTDOOR else []),
+                V.LEADS_PRESENT, ["That's still to come, so: ", "Think about when: "])
+
+
+def _quantifier(rng: random.Random, with_error: bool) -> Seed:
+    learner_t, tutor_t, wrong_t, right_t, fillers = rng.choice(V.QUANTIFIERS)
+    noun, followups = rng.choice(fillers)
+    right_noun = noun[:-1] if noun.endswith("s") and "every" in learner_t else noun  # every days -> every day
+    said = learner_t.format(n=noun) if with_error else _quantifier_correct(tutor_t, right_noun)
+    return Seed(said, tutor_t.format(n=noun, r=right_noun), "quantifier" if with_error else None,
+                wrong_t.format(n=noun) if with_error else None, right_t.format(n=noun, r=right_noun)
+                if with_error else None, "life", list(followups), ["I see.", "Oh, right."],
+                _tails(learner_t), V.LEADS_PRESENT,
+                ["Think about how many: ", "One small change: "], V.REACTIONS_NEUTRAL)
+
+
+def _quantifier_correct(tutor_t: str, noun: str) -> str:
+    return _cap(_first_person(tutor_t.format(n=noun, r=noun)).replace(" there", " here"))
+
+
+def _first_person(text: str) -> str:
+    """A tutor-side form back in the learner's words: "you walk your dog" -> "I walk my dog"."""
+    text = re.sub(r"\byour\b", "my", text)
+    text = re.sub(r"\byou've\b", "I've", text)
+    text = re.sub(r"^you\b", "I", text)
+    return re.sub(r"\b(called|answered|for) you\b", r"\1 me", text)
+
+
+def _tails(key: str, **names: str) -> list[tuple[str, list[str] | None]]:
+    """The correct tails of a frame's entry, with the tails that fit any turn."""
+    own = [(t.format(**names), [f.format(**names) for f in fs] if fs else None) for t, fs in V.EXTRA_TAILS.get(key, [])]
+    return own + [(t, None) for t in V.COMMENT_TAILS]
+
+
+def _double_negative(rng: random.Random, with_error: bool) -> Seed:
+    said, tutor, wrong, right, followups = rng.choice(V.DOUBLE_NEGATIVES)
+    tails = _tails(said)
+    if not with_error:
+        said = _cap(_first_person(tutor))
+        if tutor.startswith("you never go"):
+            said = "We" + said[1:]
+    return Seed(said, tutor, "double_negative" if with_error else None, wrong if with_error else None,
+                right if with_error else None, "life", list(followups), ["Oh no.", "I see."],
+                tails, V.LEADS_PRESENT,
+                ["Just one no here: ", "One small change: "], V.REACTIONS_BAD)
+
+
+def _subject_omission(rng: random.Random, with_error: bool) -> Seed:
+    said, tutor, right, followups = rng.choice(V.SUBJECTLESS)
+    tails = _tails(said)
+    if not with_error:
+        said = V.SUBJECTLESS_CORRECT.get(said) or _cap(_first_person(tutor).replace("for you", "for me"))
+    return Seed(said, tutor, "subject_omission" if with_error else None, said.split()[0] if with_error else None,
+                right if with_error else None, "life", list(followups), ["I see."], tails,
+                V.LEADS_PRESENT, ["Small word at the start: ", "One small change: "], V.REACTIONS_NEUTRAL)
+
+
+FRAMES = [(_past_event, 12), (_habit, 6), (_counted, 4), (_article, 4), (_uncountable, 2), (_comparative, 4),
+          (_gerund, 4), (_modal, 2), (_preposition, 4), (_really, 2), (_since, 2), (_be, 2),
+          (_word_choice, 3), (_present_perfect, 2), (_pronoun, 2), (_possessive, 2), (_future, 2),
+          (_quantifier, 2), (_double_negative, 2), (_subject_omission, 2)]
 _FRAME_FNS = [f for f, w in FRAMES for _ in range(w)]
 
 
-def make_seed(rng: random.Random, error_rate: float = 0.85) -> Seed:
+def make_seed(rng: random.Random, error_rate: float = 0.85, lead: bool = True) -> Seed:
     seed = rng.choice(_FRAME_FNS)(rng, rng.random() < error_rate)
-    seed.learner = _learner_noise(rng, seed.learner)
+    _shape(rng, seed, lead)
+    seed.learner = _learner_noise(rng, seed.learner, greet=lead)
     return seed
+
+
+_JOINED = ("and ", "but ", "so ", "if ", "with ")
+
+
+def _shape(rng: random.Random, seed: Seed, lead: bool = True) -> None:
+    """Give a good share of learner turns the length and shape of real messages: a correct tail after
+    the error clause ("..., the water was freezing"), sometimes a lead-in before it. The follow-up is
+    sometimes about the tail. A shape that makes the error finder see a new error is dropped."""
+    clause = seed.learner
+    text, followups = clause, None
+    draw = rng.random()
+    tails = seed.tails or [(t, None) for t in V.COMMENT_TAILS]
+    if draw < 0.55:
+        tail, followups = rng.choice(tails)
+        if tail in V.COMMENT_TAILS or tail.startswith(_JOINED):
+            text = f"{clause} {tail}"
+        elif tail.endswith(("!", "?")):
+            text = f"{clause}, {tail}"
+        else:
+            join = rng.random()
+            text = f"{clause}, {tail}" if join < 0.5 else (
+                f"{clause} and {tail}" if join < 0.7 else f"{clause}. {_cap(tail)}")
+    if lead and seed.leads and rng.random() < 0.2:
+        first = rng.choice(seed.leads)
+        text = f"{first} {text if first.endswith(('.', '!')) else _lower_first(text)}"
+    if text != clause and _found(text) != _found(clause):
+        return
+    seed.learner = text
+    if followups and rng.random() < 0.5:
+        seed.followups = list(followups)
 
 
 def _lower_first(text: str) -> str:
     return text if text.startswith(("I ", "I'", "English")) else text[:1].lower() + text[1:]
 
 
-def _learner_noise(rng: random.Random, text: str) -> str:
+def _found(text: str) -> list[tuple[str, tuple[str, ...]]]:
+    return [(e.kind, e.corrections) for e in find_errors(text)]
+
+
+def _learner_noise(rng: random.Random, text: str, greet: bool = True) -> str:
     greeting = rng.choice(V.GREETINGS)
+    if not greet or text.lower().startswith(greeting.strip(" ,.!").lower() or "-"):
+        greeting = ""
     text = greeting + (_lower_first(text) if greeting and not greeting.endswith(("! ", ". ")) else text)
     end = rng.random()
-    text += "." if end < 0.55 else ("!" if end < 0.65 else "")
+    if text[-1:].isalnum():
+        text += "." if end < 0.55 else ("!" if end < 0.65 else "")
     if rng.random() < 0.1:
         text = _lower_first(text)
     return text
@@ -247,6 +519,14 @@ HINTS = {
     "word_order": ["Try really instead: ", "One small change: "],
     "for_since": ["For a length of time: ", "Think about how long: "],
     "be_agreement": ["With I, it's am: ", "One small change: "],
+    "word_choice": ["One small change: ", "Think about the word here: "],
+    "present_perfect": ["It's still true now, so: ", "Think about how long: "],
+    "pronoun": ["Think about who it is: ", "One small change: "],
+    "possessive": ["Think about whose it is: ", "One small change: "],
+    "future": ["That's still to come, so: ", "Think about when: "],
+    "quantifier": ["Think about how many: ", "One small change: "],
+    "double_negative": ["Just one no here: ", "One small change: "],
+    "subject_omission": ["Small word at the start: ", "One small change: "],
 }
 
 
@@ -254,6 +534,8 @@ def tutor_reply(seed: Seed, style: str, rng: random.Random) -> str:
     """The tutor's reply to a seed in a scaffolding style."""
     q = rng.choice(seed.followups)
     form = seed.tutor_form
+    if seed.error_type is None and seed.reactions:
+        return f"{rng.choice(seed.reactions)} {q}"
     if seed.error_type is None:
         lead = rng.choice(V.REPLIES_NATURAL)
         if rng.random() < 0.4:
@@ -269,7 +551,7 @@ def tutor_reply(seed: Seed, style: str, rng: random.Random) -> str:
         joiner = rng.choice(["! ", ". "])
         return f"{_cap(rng.choice(['Oh, ', 'Ah, ', '', 'So ']) + form)}{joiner}{comment} {q}"
     if style == "metalinguistic":
-        hint = rng.choice(HINTS.get(seed.error_type, ["One small change: "]))
+        hint = rng.choice(seed.hints or HINTS.get(seed.error_type, ["One small change: "]))
         when = next((t for t in V.PAST_TIMES if t in form), "then")
         return f"{hint.format(when=when)}{form}? {q}"
     raise ValueError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
@@ -288,7 +570,7 @@ def make_row(index: int, seed_value: int = 0, rotate_every: int = 2500, multi_tu
     level = rng.choice(LEVELS)
     seeds = [make_seed(rng)]
     if rng.random() < multi_turn_rate:
-        seeds.append(make_seed(rng))
+        seeds.append(make_seed(rng, lead=False))
     messages = [{"role": "system", "content": system_prompt(level)}]
     for i, seed in enumerate(seeds):
         learner = seed.learner
