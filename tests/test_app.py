@@ -1,9 +1,11 @@
 """The real app in a subprocess, driven through gradio_client like any API user."""
 
+import json
 import sqlite3
 
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +63,14 @@ def test_chat_through_the_api_streams_and_logs(running_app):
     assert [text(m) for m in loaded[0] if m["role"] == "user"] == ["Yesterday I go to the store",
                                                                         "I buyed apples"]
 
+    # Another learner (another browser session) sees none of it and cannot reopen it by id.
+    other = Client(running_app["url"], verbose=False)
+    models, past = other.predict(api_name="/refresh_lists")
+    assert past["choices"] == [] and len(models["choices"]) >= 2
+    with pytest.raises(AppError, match="not in the list of choices"):  # refused before our handler runs
+        other.predict(first_id, api_name="/load_conversation")
+    assert "Yesterday I go" not in json.dumps(past)
+
 
 def test_bad_input_and_bad_model_keep_the_app_working(running_app):
     client = Client(running_app["url"], verbose=False)
@@ -80,3 +90,16 @@ def test_bad_input_and_bad_model_keep_the_app_working(running_app):
     assert [e["kind"] for e in events] == ["rejected_input", "rejected_input", "refused_model_spec"]
     errors = rows(running_app["db"], "SELECT error FROM turns WHERE status = 'error'")
     assert len(errors) == 1 and "GGUF file not found" in errors[0]["error"]
+
+
+
+def test_learner_list_holds_only_the_sessions_own_conversations(tmp_path):
+    from tutor.store import Store
+    from tutor.ui_chat import conversation_choices
+
+    store = Store.open(tmp_path / "q.db")
+    a = store.create_conversation(level="beginner", model_spec="default")
+    b = store.create_conversation(level="beginner", model_spec="default")
+    assert [cid for _, cid in conversation_choices(store, [b])] == [b]
+    assert {cid for _, cid in conversation_choices(store)} == {a, b}  # the tester view
+    assert conversation_choices(store, []) == []

@@ -94,3 +94,83 @@ def test_learner_page_shows_no_flag_controls(running_app, page):
     for control in ("Save flag", "Reasons", "Review queue", "Export", "Detector"):
         assert control not in body
     assert page.locator("#save-flag, #flag-reasons, #queue").count() == 0
+
+
+IMG = '<img src=x onerror="window.__pwned=1">'
+SCRIPT = "<script>window.__pwned=2</script>"
+
+
+def hostile_flag(db_path) -> tuple[int, dict]:
+    """A conversation whose learner message, tutor reply, flag note, flag rewrite and tester name are markup,
+    written with the app's own store before the app starts (so the page's lists already hold it)."""
+    from tutor.feedback import Feedback
+    from tutor.store import Store
+
+    store = Store.open(db_path)
+    texts = {"learner": f"learner says {IMG} {SCRIPT}", "reply": f"tutor replies {IMG} {SCRIPT}",
+             "note": f"note {IMG} {SCRIPT} [click](javascript:window.__pwned=4)",
+             "rewrite": f"rewrite {IMG} {SCRIPT}",
+             "tester": '<img src=y onerror="window.__pwned=3">'}
+    cid = store.create_conversation(level="beginner", model_spec="default", client="test")
+    store.add_turn(cid, "user", texts["learner"])
+    turn = store.add_turn(cid, "assistant", texts["reply"], model_spec="default", level="beginner")
+    flag_id = Feedback(store).flag(turn, ["red_pen", "other"], texts["tester"], note=texts["note"],
+                                   rewrite=texts["rewrite"])
+    store.db.conn.close()
+    return flag_id, texts
+
+
+def assert_shown_as_text(text: str, *expected: str) -> None:
+    flat = " ".join(text.split())
+    for item in expected:
+        assert " ".join(item.split()) in flat, f"{item!r} is not shown as text in {flat[:2000]!r}"
+
+
+def test_tester_view_shows_markup_in_flags_and_replies_as_text(tmp_path, page):
+    """Review queue table, the dialogue and flag info around a flag, and the flags table of a reply: markup in
+    a learner message, a reply, a flag note, rewrite and tester name is shown as text and never runs."""
+    from conftest import app_server
+
+    flag_id, texts = hostile_flag(tmp_path / "app.db")
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    with app_server(tmp_path, "--max-tokens", "8") as app:
+        page.goto(app["url"] + "tester/")
+        page.locator("#message textarea").wait_for(timeout=60_000)
+
+        # Review queue: the table of flags, then the dialogue around the flag with its note and rewrite.
+        page.get_by_role("tab", name="Review queue").click()
+        page.locator("#apply-filters").click()
+        page.wait_for_function("() => document.querySelector('#queue').innerText.includes('rewrite <img')",
+                               timeout=60_000)
+        assert_shown_as_text(page.locator("#queue").inner_text(), texts["tester"], texts["learner"], texts["reply"],
+                             texts["rewrite"])
+        page.locator("#open-id input").fill(str(flag_id))
+        page.locator("#open-flag").click()
+        page.wait_for_function(f"() => document.body.innerText.includes('Flag #{flag_id} by')", timeout=60_000)
+        page.wait_for_function("() => document.body.innerText.includes('tutor replies')", timeout=60_000)
+        review_text = page.locator("body").inner_text()
+        assert_shown_as_text(review_text, f"Flag #{flag_id} by {texts['tester']}", "Rewrite: " + texts["rewrite"],
+                             f"Note: note {IMG} {SCRIPT}", texts["learner"], texts["reply"])
+        # The note's markdown link is rendered (the info line is Markdown) but DOMPurify drops its javascript: URL.
+        assert page.evaluate("[...document.querySelectorAll('a')].filter(a => /^\\s*javascript:/i.test("
+                             "a.getAttribute('href') || '')).length") == 0
+        page.get_by_text("click", exact=True).click()
+        page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+
+        # Chat & flag: open the conversation, its reply is picked, the flags on it are listed.
+        page.get_by_role("tab", name="Chat & flag").click()
+        page.locator("#past-conversations input").click()
+        page.get_by_role("option").filter(has_text="learner says").first.click()
+        page.wait_for_function("() => document.querySelector('#chat').innerText.includes('tutor replies')",
+                               timeout=60_000)
+        page.wait_for_function("() => document.querySelector('#flags-table').innerText.includes('rewrite <img')",
+                               timeout=60_000)
+        assert_shown_as_text(page.locator("#chat").inner_text(), texts["learner"], texts["reply"])
+        assert_shown_as_text(page.locator("#flags-table").inner_text(), texts["tester"], texts["note"],
+                             texts["rewrite"])
+        page.screenshot(path=str(tmp_path / "flags.png"), full_page=True)
+
+        assert page.evaluate("typeof window.__pwned") == "undefined" and dialogs == []
+        assert page.locator("img[src='x'], img[src='y']").count() == 0
+        assert page.evaluate("[...document.scripts].filter(s => s.text.includes('__pwned')).length") == 0

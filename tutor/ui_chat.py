@@ -10,7 +10,7 @@ import gradio as gr
 
 from .catalog import check_ui_spec, list_models
 from .config import Settings
-from .errors import QuimbotError
+from .errors import NotFoundError, QuimbotError
 from .prompts import DEFAULT_LEVEL, LEVELS
 from .session import ChatService, ReplyUpdate
 from .store import Store
@@ -38,9 +38,12 @@ def render_turns(turns: list[dict[str, Any]]) -> list[dict[str, str]]:
     return shown
 
 
-def conversation_choices(store: Store) -> list[tuple[str, int]]:
+def conversation_choices(store: Store, only: list[int] | None = None) -> list[tuple[str, int]]:
+    """The picker's list: every conversation (tester view), or only the ids in ``only`` (learner view)."""
     choices = []
-    for row in store.list_conversations(limit=100):
+    rows = store.list_conversations(limit=100) if only is None else [
+        row for row in store.list_conversations(limit=1_000_000) if row["id"] in set(only)]
+    for row in rows[:100]:
         title = row["title"] or "(empty)"
         choices.append((f"#{row['id']} · {row['updated_at'][:16].replace('T', ' ')} · {title[:40]}", row["id"]))
     return choices
@@ -63,18 +66,27 @@ class ChatPanel:
     loaded: Any
 
 
-def chat_panel(service: ChatService, settings: Settings, default_model: str, local: bool = True) -> ChatPanel:
-    """Build the chat controls inside the current Blocks context and wire their events."""
+def chat_panel(service: ChatService, settings: Settings, default_model: str, local: bool = True,
+               private: bool = False) -> ChatPanel:
+    """Build the chat controls inside the current Blocks context and wire their events.
+
+    ``private`` (the learner page): "Previous conversations" lists, and reopens, only the
+    conversations started in this browser session - kept in server-side session state, which a
+    client cannot set - never other learners'. The tester view lists them all."""
     store = service.store
 
-    def respond(message: str, conversation_id: int | None, model_spec: str, level: str):
+    def visible(mine: list[int] | None) -> list[int] | None:
+        return list(mine or []) if private else None
+
+    def respond(message: str, conversation_id: int | None, model_spec: str, level: str, mine: list[int] | None):
+        mine = list(mine or [])
         history: list[dict[str, str]] = []
         update: ReplyUpdate | None = None
         try:
             model_spec = check_ui_spec(model_spec, settings, local)
         except QuimbotError as exc:
             store.log_event("refused_model_spec", {"spec": str(model_spec)[:300], "reason": str(exc)}, conversation_id)
-            yield gr.update(), message, conversation_id, f"⚠️ {display(str(exc))}", gr.update()
+            yield gr.update(), message, conversation_id, f"⚠️ {display(str(exc))}", gr.update(), mine
             return
         for update in service.send(message, conversation_id=conversation_id, model_spec=model_spec,
                                    level=level, client="app"):
@@ -85,7 +97,7 @@ def chat_panel(service: ChatService, settings: Settings, default_model: str, loc
             if update.done:
                 break
             shown = history + ([{"role": "assistant", "content": display(update.text)}] if update.text else [])
-            yield shown, "", update.conversation_id, "", gr.update()
+            yield shown, "", update.conversation_id, "", gr.update(), mine
         if update is None:
             return
         if update.error:
@@ -96,15 +108,20 @@ def chat_panel(service: ChatService, settings: Settings, default_model: str, loc
                 [f"{s['completion_tokens']} tokens"] if s.get("completion_tokens") else [])
             status = f"<small>{display(model_spec)} · {' · '.join(parts)}</small>"
         cid = update.conversation_id
+        if cid is not None and cid not in mine:
+            mine.append(cid)
         turns = store.turns(cid) if cid else []
         keep_text = message if cid is None else ""
         yield (render_turns(turns), keep_text, cid if cid is not None else conversation_id, status,
-               gr.update(choices=conversation_choices(store), value=cid) if cid else gr.update())
+               gr.update(choices=conversation_choices(store, visible(mine)), value=cid) if cid else gr.update(), mine)
 
-    def load_conversation(conversation_id: int | None):
+    def load_conversation(conversation_id: int | None, mine: list[int] | None):
         if conversation_id in (None, ""):
             return [], None, "", gr.update()
         try:
+            if private and int(conversation_id) not in (mine or []):
+                raise NotFoundError(f"Conversation {conversation_id} was not started in this session; the learner "
+                                    "page only reopens its own conversations.")
             conversation = store.get_conversation(int(conversation_id))
         except (QuimbotError, ValueError) as exc:
             return [], None, f"⚠️ {display(str(exc))}", gr.update()
@@ -115,10 +132,11 @@ def chat_panel(service: ChatService, settings: Settings, default_model: str, loc
     def new_conversation():
         return [], None, "", gr.update(value=None)
 
-    def refresh_lists():
-        return gr.update(choices=model_choices(settings)), gr.update(choices=conversation_choices(store))
+    def refresh_lists(mine: list[int] | None):
+        return gr.update(choices=model_choices(settings)), gr.update(choices=conversation_choices(store, visible(mine)))
 
     conversation = gr.State(None)
+    mine = gr.State([])  # conversation ids this browser session started (server-side)
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
             model = gr.Dropdown(choices=model_choices(settings), value=default_model, label="Model",
@@ -126,7 +144,8 @@ def chat_panel(service: ChatService, settings: Settings, default_model: str, loc
                                 allow_custom_value=True, elem_id="model")
             level = gr.Radio(list(LEVELS), value=DEFAULT_LEVEL, label="Your level", elem_id="level")
             new = gr.Button("New conversation", elem_id="new-conversation")
-            past = gr.Dropdown(choices=conversation_choices(store), value=None, label="Previous conversations",
+            past = gr.Dropdown(choices=[] if private else conversation_choices(store), value=None,
+                               label="Previous conversations" + (" (this visit)" if private else ""),
                                elem_id="past-conversations")
             refresh = gr.Button("Refresh lists", size="sm")
         with gr.Column(scale=3):
@@ -137,12 +156,12 @@ def chat_panel(service: ChatService, settings: Settings, default_model: str, loc
                                      scale=5, elem_id="message", autofocus=True)
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
 
-    outputs = [chatbot, message, conversation, status, past]
-    inputs = [message, conversation, model, level]
+    outputs = [chatbot, message, conversation, status, past, mine]
+    inputs = [message, conversation, model, level, mine]
     sent = send.click(respond, inputs, outputs, api_name="send", concurrency_limit=8)
     submitted = message.submit(respond, inputs, outputs, api_visibility="private", concurrency_limit=8)
-    loaded = past.input(load_conversation, [past], [chatbot, conversation, status, level],
+    loaded = past.input(load_conversation, [past, mine], [chatbot, conversation, status, level],
                         api_name="load_conversation")
     new.click(new_conversation, None, [chatbot, conversation, status, past], api_name="new_conversation")
-    refresh.click(refresh_lists, None, [model, past], api_name="refresh_lists")
+    refresh.click(refresh_lists, [mine], [model, past], api_name="refresh_lists")
     return ChatPanel(conversation, chatbot, message, model, level, status, sent, submitted, loaded)

@@ -24,7 +24,7 @@ def build_learner_app(service: ChatService, settings: Settings, default_model: s
     """The learner's page: chat only, no flag controls."""
     with gr.Blocks(title="Quimbot") as demo:
         gr.Markdown("## Quimbot · practise English conversation")
-        chat_panel(service, settings, default_model, local=is_local(settings.host))
+        chat_panel(service, settings, default_model, local=is_local(settings.host), private=True)
     return demo
 
 
