@@ -225,3 +225,63 @@ def test_preference_rows_and_the_streaming_auditor():
     assert audit.kinds == {"preference": 1, "unpaired": 1}
     assert audit.tutor_turns == 1 and audit.red_pen["count"] == audit.markdown["count"] == 0  # rejected/bad skipped
     assert audit.learner_turns == 2 and audit.learner["distinct"] == 1
+
+
+def test_word_screen_never_hides_a_red_pen_hit():
+    """The audit asks red_pen_hit only about replies whose words could hold a screen key
+    (_maybe_red_pen). One red-pen phrase per reply (each pattern, each key), in any case, amid
+    neutral words and punctuation: the screen must never say no where red_pen_hit finds something."""
+    from train.audit import _maybe_red_pen
+
+    rng = random.Random(9)
+    phrases = ["the correct form", "corrected sentence", "you should say", "it should be", "instead of 'go'",
+               "say went instead of", "we don't say", "you can't use", "we do not say", "we never say",
+               "you cannot write", "your sentence is", "your grammar has", "your english needs", "you need 'went'",
+               'you need to use "went"', "is incorrect", "sounds wrong", "was not correct", "let me correct",
+               "corrections", "grammatically", "proper way to say", "right form is", "the right word is",
+               "the correct verb is", "not go, but went", "'go' -> 'went'", "'go' \u2192 'went'", "'go' => 'went'",
+               "here's a revised version", "a small mistake", "an error", "there's an error", "your mistakes"]
+    glue = [" ", "  ", "\n", ", ", ". ", " (", ' "', "! "]
+    filler = ["you went", "Nice", "What then?", "I have two brothers", "Caf\u00e9", "na\u00efve", "OK", ""]
+    for phrase in phrases:
+        for _ in range(40):
+            phrase_case = rng.choice([phrase, phrase.upper(), phrase.title(), phrase.capitalize()])
+            reply = rng.choice(filler) + rng.choice(glue) + phrase_case + rng.choice(glue) + rng.choice(filler)
+            learner = rng.choice(["", "I goed", "I made an error"])
+            if red_pen_hit(reply, learner) is not None:
+                assert _maybe_red_pen(reply, words(reply)), reply
+    for reply in ("Nice, you went to the park. What did you do there?", "Lovely! Who did you go with?"):
+        assert red_pen_hit(reply) is None and not _maybe_red_pen(reply, words(reply))
+
+
+def test_audit_without_near_duplicates_counts_the_same(tmp_path):
+    """Without near-duplicate detection the audit takes a shorter path (tutor words only, no
+    signatures); every other figure must be the same as with it."""
+    rng = random.Random(4)
+    rows = []
+    for i in range(400):
+        a, b = rng.choice(CLEAN)
+        history = [rng.choice(CLEAN)] if i % 3 == 0 else ()
+        rows.append(row(f"{a} {i % 50}", rng.choice([b, "**" + b, "The correct form is: went. " + b, "Ok?", "Hm"]),
+                        history=history))
+    path = write(tmp_path / "f.jsonl", rows, extra_lines=["[1]"])
+    for kw in ({"workers": 1}, {"workers": 2, "chunk_bytes": 5000}):
+        with_near = audit_path(path, **kw).total.to_dict()
+        without = audit_path(path, near=False, **kw).total.to_dict()
+        assert with_near["near_duplicates"] > 0 and without["near_duplicates"] is None
+        for key in ("near_duplicates", "near_clusters", "near_threshold", "artifact_components", "artifact_score"):
+            with_near.pop(key), without.pop(key)
+        assert without == with_near and without["trigrams"]
+
+
+def test_count_hashes_is_np_unique():
+    import numpy as np
+
+    from train.audit import _count_hashes
+
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 10, 5000):
+        h = rng.integers(0, 2**64 - 1, size=n, dtype=np.uint64, endpoint=True)[rng.integers(0, max(1, n // 3), n)]
+        expected = np.unique(h, return_index=True, return_counts=True)
+        for got, want in zip(_count_hashes(h), expected):
+            assert np.array_equal(got, want)

@@ -186,3 +186,21 @@ def test_words_fast_path_matches_the_regex():
         assert words(text) == pattern.findall(text.lower())
     assert words("Ça va? I'm at the CAFÉ_2!") == ["ça", "va", "i'm", "at", "the", "café_2"]
     assert turn_words(row("I goed")) == [["i", "goed"], words(STORY)]
+
+
+def test_ngrams_are_the_batch_ngrams():
+    rng = random.Random(6)
+    vocab = ["a", "b", "c", "went", "park", "you", "i'm", "café"]
+    hasher = MinHasher(64)
+    for _ in range(200):
+        turns = [[rng.choice(vocab) for _ in range(rng.choice([0, 1, 2, 3, 4, 9]))] for _ in range(rng.randint(0, 8))]
+        counted = [rng.random() < 0.6 for _ in turns]
+        flat = [w for t in turns for w in t]
+        lens = [len(t) for t in turns]
+        full = hasher.batch(flat, lens, [len(turns)], counted)
+        only = hasher.ngrams(flat, lens, counted)
+        assert only.signatures is None
+        assert np.array_equal(only.ngram_hashes, full.ngram_hashes)
+        assert np.array_equal(only.ngram_words, full.ngram_words)
+        assert np.array_equal(hasher.batch(flat, lens, [len(turns)], counted, signatures=False).ngram_hashes,
+                              full.ngram_hashes)

@@ -55,7 +55,7 @@ import numpy as np
 
 from tutor.detector import MISTAKE, RED_PEN
 
-from .dedup import MinHasher, near_duplicate_clusters, similarity, words
+from .dedup import _ASCII_WORDS, MinHasher, near_duplicate_clusters, similarity, words
 from .hashing import content_hash
 from .importers import iter_json_lines, jsonl_files, line_chunks, reason_key
 from .schema import GateReport, SchemaError, check_row
@@ -93,6 +93,59 @@ _FIRST_PERSON = frozenset({"i", "my", "i'm", "i've", "i'll", "i'd", "mine"})
 _ECHO_STOP = frozenset("a an the to of in on at for and or but so too it is am are was were be been do did does "
                        "have has had not don't didn't really just also very think know see mean guess agree "
                        "like love want this that there".split())
+
+
+def _word_screen(keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Split the screen's keys by what a match in the lower-cased reply implies about its words (the
+    ``[\\w']+`` runs train.dedup.words gives): a key of word characters lies inside one word ("correct"),
+    a word run before a space ends a word ("n't "), one after a space starts a word ("you need": a word
+    starting with "need"); a key with other characters (">", "\u2192", no case) is looked for in the text."""
+    inside, ends, starts, text = [], [], [], []
+    for key in keys:
+        runs = key.split(" ")
+        if not all(re.fullmatch(r"[\w']+", r) for r in runs if r) or not any(runs):
+            text.append(key)
+        elif len(runs) == 1:
+            inside.append(key)
+        elif len(runs) == 2 and runs[0] and not runs[1]:
+            ends.append(runs[0])
+        else:
+            starts.append(next(r for r in reversed(runs[1:]) if r))
+    return tuple(inside), tuple(ends), tuple(starts), tuple(text)
+
+
+_SCREEN_INSIDE, _SCREEN_ENDS, _SCREEN_STARTS, _SCREEN_TEXT = _word_screen(
+    (_RED_PEN_SCREEN or ()) + ("mistake", "error"))
+_SCREEN_TEXT_CASELESS = all(k.lower() == k == k.upper() for k in _SCREEN_TEXT)  # no need to lower the reply
+_CLEAN_WORDS: set[str] = set()  # words seen that hold no screen key (grows to _CLEAN_MAX words at most)
+_CLEAN_MAX = 500_000
+
+
+def _maybe_red_pen(reply: str, tutor_words: list[str]) -> bool:
+    """False only when red_pen_hit(reply, ...) is certainly None: no word of the reply (its
+    train.dedup.words, lower-cased) can be part of a screen key, nor of "mistake"/"error", and no key
+    of other characters is in it. Cheaper than the screen itself: most words are known clean."""
+    if _RED_PEN_SCREEN is None:
+        return True
+    if _SCREEN_TEXT:
+        low = reply if _SCREEN_TEXT_CASELESS else reply.lower()
+        for key in _SCREEN_TEXT:
+            if key in low:
+                return True
+    clean = _CLEAN_WORDS
+    if clean.issuperset(tutor_words):
+        return False
+    for word in tutor_words:
+        if word in clean:
+            continue
+        for key in _SCREEN_INSIDE:
+            if key in word:
+                return True
+        if word.endswith(_SCREEN_ENDS) or word.startswith(_SCREEN_STARTS):
+            return True
+        if len(clean) < _CLEAN_MAX:
+            clean.add(word)
+    return False
 
 
 def red_pen_hit(reply: str, learner: str = "", low: str | None = None) -> str | None:
@@ -144,8 +197,8 @@ def follow_up(reply: str) -> str | None:
     end = reply.rfind("?")
     if end < 0:
         return None
-    head = reply[:end]
-    start = max(head.rfind("."), head.rfind("!"), head.rfind("?"), head.rfind("\n")) + 1
+    start = max(reply.rfind(".", 0, end), reply.rfind("!", 0, end), reply.rfind("?", 0, end),
+                reply.rfind("\n", 0, end)) + 1
     question = reply[start:end + 1].lower()
     if "  " in question or "\n" in question or "\t" in question:
         question = " ".join(question.split())
@@ -198,8 +251,24 @@ class _Stats:
     red_pen: int = 0
     echo: int = 0
     examples: dict = field(default_factory=lambda: {"markdown": [], "red_pen": [], "echo": []})
+    # values collected row by row and added to their counters in bulk by settle(): 1-, 2-, 3-word tutor
+    # openers, tutor reply lengths, learner utterances, learner openers
+    pending: list = field(default_factory=lambda: [[], [], [], [], [], []], repr=False)
+
+    def settle(self) -> None:
+        """Add the pending values to the counters (in the order they came, so ties rank the same)."""
+        o1, o2, o3, lengths, utterances, learner_openers = self.pending
+        if lengths or utterances:
+            for counter, values in zip(self.openers, (o1, o2, o3)):
+                counter.update(values)
+            self.reply_words.update(lengths)
+            self.learner_utterances.update(utterances)
+            self.learner_openers.update(learner_openers)
+            self.pending = [[], [], [], [], [], []]
 
     def merge(self, other: _Stats, shift: int = 0) -> None:
+        self.settle()
+        other.settle()
         for name in ("rows", "tutor_turns", "learner_turns", "question_endings", "markdown", "red_pen", "echo"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("kinds", "turns", "reply_words", "follow_ups", "learner_openers"):
@@ -214,50 +283,56 @@ class _Stats:
                 self.examples[name].append({**example, "ref": ref + shift if isinstance(ref, int) else ref})
 
     def add(self, row: dict[str, Any], kind: str, ref: int | str, flat: list[str], lens: list[int],
-            counted: list[bool]) -> int:
-        """Count one gated row. The words of its user and assistant turns are appended to ``flat``
-        (with each turn's length in ``lens`` and whether it is a tutor turn in ``counted``) for
-        MinHash and 3-gram counting; returns the number of turns appended."""
+            counted: list[bool] | None, learner_words_too: bool = True) -> int:
+        """Count one gated row. The words of its assistant turns (and of its user turns when
+        ``learner_words_too``) are appended to ``flat`` (with each turn's length in ``lens`` and whether
+        it is a tutor turn in ``counted``, unless that is None) for MinHash and 3-gram counting; returns
+        the number of turns appended. Call settle() before reading the counters."""
         self.rows += 1
         self.kinds[kind] += 1
         learner_words: list[str] = []
         learner_text = ""
         questions = []
-        n_turns = tutor_turns = 0
-        o1, o2, o3 = self.openers
-        reply_words = self.reply_words
+        n_turns = tutor_turns = question_endings = 0
+        o1, o2, o3, lengths, utterances, learner_openers = self.pending
         for message in row["messages"] if "messages" in row else _prompt_turns(row):
             role = message["role"]
             if role == "system":
                 continue
             n_turns += 1
             text = message["content"]
-            w = words(text)
-            flat += w
+            # train.dedup.words(text), its ASCII path inlined
+            w = text.encode("ascii").translate(_ASCII_WORDS).decode("ascii").split() if text.isascii() else words(text)
             n = len(w)
-            lens.append(n)
             if role == "user":
-                counted.append(False)
-                self.learner_utterances.add(" ".join(w))
-                self.learner_openers[" ".join(w[:3])] += 1
+                if learner_words_too:
+                    flat += w
+                    lens.append(n)
+                    if counted is not None:
+                        counted.append(False)
+                utterances.append(" ".join(w))
+                learner_openers.append(" ".join(w[:3]))
                 learner_words, learner_text = w, text
                 continue
-            counted.append(True)
+            flat += w
+            lens.append(n)
+            if counted is not None:
+                counted.append(True)
             tutor_turns += 1
-            reply_words[n] += 1
+            lengths.append(n)
             if n > 2:
                 first = w[0] + " " + w[1]
-                o1[w[0]] += 1
-                o2[first] += 1
-                o3[first + " " + w[2]] += 1
+                o1.append(w[0])
+                o2.append(first)
+                o3.append(first + " " + w[2])
             elif n:
-                o1[w[0]] += 1
+                o1.append(w[0])
                 if n > 1:
-                    o2[w[0] + " " + w[1]] += 1
+                    o2.append(w[0] + " " + w[1])
             stripped = text.rstrip()
             if "?" in stripped:
                 if stripped[-1] == "?":
-                    self.question_endings += 1
+                    question_endings += 1
                 q = follow_up(stripped)
                 if q:
                     questions.append(q)
@@ -265,7 +340,7 @@ class _Stats:
                     or text.lstrip()[:1] in _MARKDOWN_START) and _MARKDOWN.search(text):
                 self.markdown += 1
                 self._example("markdown", ref, text)
-            if red_pen_hit(text, learner_text, text.lower()):
+            if _maybe_red_pen(text, w) and red_pen_hit(text, learner_text, text.lower()):
                 self.red_pen += 1
                 self._example("red_pen", ref, text)
             if learner_words and not _FIRST_PERSON.isdisjoint(w) and echo_hit(w, learner_words):
@@ -273,6 +348,7 @@ class _Stats:
                 self._example("echo", ref, text, learner_text)
         self.tutor_turns += tutor_turns
         self.learner_turns += n_turns - tutor_turns
+        self.question_endings += question_endings
         self.turns[n_turns] += 1
         if questions:
             follow_ups = self.follow_ups
@@ -284,7 +360,7 @@ class _Stats:
                 for q in unique:
                     follow_ups[q] += 1
                 self.row_follow_ups.append(unique)
-        return n_turns
+        return n_turns if learner_words_too else tutor_turns
 
     def _example(self, name: str, ref: int | str, text: str, learner: str = "") -> None:
         found = self.examples[name]
@@ -489,6 +565,19 @@ def _no_grams() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros((0, 3), np.uint64)
 
 
+def _count_hashes(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(h, return_index=True, return_counts=True)`` (counts as int64), with a faster unstable
+    sort: the first index of each value is the least index among its equal entries."""
+    order = np.argsort(h)
+    ordered = h[order]
+    new = np.empty(len(ordered), dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, len(ordered))).astype(np.int64)
+    return ordered[starts], np.minimum.reduceat(order, starts), counts
+
+
 def _reduce_grams(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Add up 3-gram counts by hash (keeping the words of each hash's first occurrence)."""
     parts = [p for p in parts if len(p[0])]
@@ -518,21 +607,25 @@ class _Scanner:
         self._counted: list[bool] = []
 
     def add(self, row: dict[str, Any], kind: str, ref: int | str, digest: str) -> None:
-        self._per_row.append(self.stats.add(row, kind, ref, self._flat, self._lens, self._counted))
+        self._per_row.append(self.stats.add(row, kind, ref, self._flat, self._lens,
+                                            self._counted if self.near else None, self.near))
         self.digests.append(digest)
         self.refs.append(ref)
         if len(self._per_row) >= self.batch:
             self._flush()
 
     def _flush(self) -> None:
+        self.stats.settle()
         if not self._per_row:
             return
-        found = self.hasher.batch(self._flat, self._lens, self._per_row, self._counted, signatures=self.near)
-        if found.signatures is not None:
+        if self.near:
+            found = self.hasher.batch(self._flat, self._lens, self._per_row, self._counted)
             self._sigs.append(found.signatures)
+        else:
+            found = self.hasher.ngrams(self._flat, self._lens)  # tutor turns only (see add)
         if len(found.ngram_hashes):
-            unique, first, counts = np.unique(found.ngram_hashes, return_index=True, return_counts=True)
-            self._grams.append((unique, counts.astype(np.int64), found.ngram_words[first]))
+            unique, first, counts = _count_hashes(found.ngram_hashes)
+            self._grams.append((unique, counts, found.ngram_words[first]))
         self._flat, self._lens, self._per_row, self._counted = [], [], [], []
 
     def result(self, rejected: list[tuple[str, int | str]], lines: int = 0) -> _Scan:
@@ -606,6 +699,7 @@ def _build(name: str, scans: list[tuple[str, _Scan]], threshold: float) -> FileA
     """A FileAudit from the scans of one or more files (exact and near duplicates across all of them)."""
     if len(scans) == 1:
         stats = scans[0][1].stats
+        stats.settle()
     else:
         stats = _Stats()
         for _, scan in scans:

@@ -125,11 +125,36 @@ class MinHasher:
                 lens.append(len(w))
         return self.batch(flat, lens, per_row).signatures
 
+    def ngrams(self, flat: list[str], lens: Sequence[int], counted: Sequence[bool] | None = None) -> Shingles:
+        """Only the n-grams of ``batch`` (no signatures): the hashes and word hashes of the ``ngram``-word
+        runs of the turns marked in ``counted`` that have at least ``ngram`` words, in order; the same
+        values ``batch`` gives, computed for those turns only."""
+        g = self.ngram
+        lens_a = np.asarray(lens, dtype=np.int64)
+        per = np.where(lens_a >= g, lens_a - (g - 1), 0)
+        if counted is not None:
+            per[~np.asarray(counted, dtype=bool)] = 0
+        total = int(per.sum())
+        if not total:
+            return Shingles(None, np.zeros(0, dtype=np.uint64), np.zeros((0, g), dtype=np.uint64))
+        word_hash = np.fromiter(map(self.word_hashes.__getitem__, flat), dtype=np.uint64, count=len(flat))
+        starts = np.cumsum(lens_a) - lens_a
+        at = np.repeat(starts - (np.cumsum(per) - per), per) + np.arange(total, dtype=np.int64)
+        columns = [word_hash[at + j] for j in range(g)]
+        h = columns[0]
+        for column in columns[1:]:
+            h = _splitmix(h) ^ column
+        return Shingles(None, _splitmix(h), np.stack(columns, axis=1))
+
     def batch(self, flat: list[str], lens: Sequence[int], per_row: Sequence[int], counted: Sequence[bool] | None = None,
               signatures: bool = True) -> Shingles:
         """Shingle a batch: ``flat`` holds the words of all turns back to back, ``lens`` each turn's
         word count, ``per_row`` each row's number of turns; n-grams of turns marked in ``counted``
         are returned for counting."""
+        if not signatures:
+            if counted is None:
+                return Shingles(None, np.zeros(0, dtype=np.uint64), np.zeros((0, self.ngram), dtype=np.uint64))
+            return self.ngrams(flat, lens, counted)
         n, k, g = len(per_row), self.num_perm, self.ngram
         word_hash = np.fromiter(map(self.word_hashes.__getitem__, flat), dtype=np.uint64, count=len(flat))
         lens_a = np.asarray(lens, dtype=np.int64)

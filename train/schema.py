@@ -55,7 +55,7 @@ def _check_messages(messages: Any, where: str, *, must_end_with: str | None) -> 
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise SchemaError(f"{where}[{i}] has role {role!r}; expected one of {', '.join(ROLES)}")
-        if not isinstance(content, str) or not content.strip():
+        if not isinstance(content, str) or not content or content.isspace():  # i.e. not content.strip()
             raise SchemaError(f"{where}[{i}] ({role}) has empty or non-text content")
         if role == "system":
             if i != 0:
@@ -135,14 +135,14 @@ def read_rows(path: str | Path, report: GateReport | None = None, **limits: Any)
     path = Path(path)
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
+            if not raw.strip():  # blank: ASCII whitespace only (a line of other characters is reported)
+                continue
             try:
                 line = decode_line(raw, str(path), number)
             except SchemaError as exc:
                 if report is None:
                     raise
                 report.rejected.append(exc)
-                continue
-            if not line.strip():
                 continue
             try:
                 row = json.loads(line)
