@@ -286,7 +286,7 @@ def test_ollama_modelfile_names_the_file_template_and_stops(trained, exported):
 
 
 @pytest.mark.slow
-def test_cli_parity_reports_and_sets_the_exit_status(trained, exported, tmp_path, capsys):
+def test_cli_parity_reports_and_sets_the_exit_status(trained, exported, tmp_path, capsys, monkeypatch):
     from tutor.cli import main
 
     ckpt, settings = trained
@@ -299,6 +299,12 @@ def test_cli_parity_reports_and_sets_the_exit_status(trained, exported, tmp_path
                  "--min-agreement", "1.5"])
     assert code == 1
     assert main(["export", "gguf", str(tmp_path / "missing")]) == 2
+    # relative paths work too (the converter runs in its own folder)
+    import os
+
+    monkeypatch.chdir(ckpt.parent)
+    assert main(["export", "lora", ckpt.name, "--out", os.path.relpath(tmp_path / "rel", ckpt.parent)]) == 0
+    assert (tmp_path / "rel" / "adapter-f16.lora.gguf").is_file()
     assert "Checkpoint folder not found" in capsys.readouterr().err
 
 

@@ -103,7 +103,7 @@ def resolve_source(checkpoint: str | Path, settings: Settings) -> Source:
     prov_file = path / PROVENANCE_FILE
     provenance = json.loads(prov_file.read_text()) if prov_file.is_file() else {}
     recorded = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or "default"
-    return Source(path.resolve(), Path(base), recorded, provenance)
+    return Source(path.resolve(), Path(base).resolve(), recorded, provenance)
 
 
 def merge(source: Source, out_dir: Path, say=print) -> Path:
@@ -191,7 +191,7 @@ def _write_json(path: Path, data: Any) -> None:
 def export_dir(source: Source, settings: Settings, out_dir: str | Path | None) -> Path:
     folder = Path(out_dir) if out_dir else Path(settings.exports_dir) / source.export_name
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return folder.resolve()  # the converters run in their own folder: every path they get is absolute
 
 
 def _clean_parts(folder: Path) -> None:
