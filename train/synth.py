@@ -22,7 +22,7 @@ from tutor.prompts import LEVELS, system_prompt
 from . import synth_vocab as V
 
 STYLES = ("recast", "elicitation", "expansion", "metalinguistic")
-GENERATOR = "train.synth/2"
+GENERATOR = "train.synth/3"
 
 
 @dataclass
@@ -61,6 +61,23 @@ def _fill(template: str, p: str, pos: str, obj: str) -> str:
 
 
 def _past_event(rng: random.Random, with_error: bool) -> Seed:
+    kind = rng.random()
+    if kind < 0.08:  # "it snow all day yesterday"
+        base, past, followups = rng.choice(V.WEATHER)
+        when = rng.choice(V.WEATHER_WHEN)
+        said = f"It {base if with_error else past} {when}"
+        return Seed(said, f"it {past} {when}", "past_tense" if with_error else None, f"it {base}" if with_error
+                    else None, f"it {past}" if with_error else None, "weather", list(followups),
+                    ["What weather!", "That's a lot of weather."], [(t, None) for t in V.COMMENT_TAILS],
+                    V.LEADS_PAST, ["That already happened, so: ", "That's in the past, so "], V.REACTIONS_NEUTRAL)
+    if kind < 0.16:  # "when I arrived, the film already start"
+        first, subject, wrong, right, followups = rng.choice(V.PAST_PERFECT)
+        said = f"{first}, {subject} {wrong if with_error else right}"
+        return Seed(said, f"{subject} {right}", "past_tense" if with_error else None,
+                    wrong if with_error else None, f"{subject} {right}" if with_error else None, "events",
+                    list(followups), ["Oh no.", "Bad luck."], [(t, None) for t in V.COMMENT_TAILS],
+                    V.LEADS_PAST, ["It happened before that, so: ", "Think about what came first: "],
+                    V.REACTIONS_BAD)
     base, past, third, _, rest, topic = rng.choice(V.PAST_ACTIVITIES)
     when = rng.choice(V.PAST_TIMES)
     front = rng.random() < 0.5
@@ -126,6 +143,47 @@ def _tutor_verb(verb: str) -> str:
 
 
 def _article(rng: random.Random, with_error: bool) -> Seed:
+    kind = rng.random()
+    if kind < 0.25:
+        job, art, followups = rng.choice(V.JOBS)
+        if rng.random() < 0.6:
+            learner, tutor, head = "I work as {a}" + job, f"you work as {art} {job}", "as"
+        else:
+            learner, tutor, head = "I'm {a}" + job, f"you're {art} {job}", "I'm"
+        said = learner.format(a="" if with_error else f"{art} ")
+        return Seed(said, tutor, "article" if with_error else None,
+                    f"{head} {job}" if with_error else None, f"{art} {job}" if with_error else None, "work",
+                    list(followups), ["That sounds interesting.", "What a great job."],
+                    [(t, None) for t in V.COMMENT_TAILS] + [("I love my job", None), ("I started last year", None)],
+                    V.LEADS_PRESENT, ["Think about the little word before the job: ", "One small change: "],
+                    V.REACTIONS_NEUTRAL)
+    if kind < 0.45:
+        learner_t, right, tutor_t, followups = rng.choice(V.SOUND_ARTICLES)
+        art = right.split()[0]
+        wrong_art = "a" if art == "an" else "an"
+        return Seed(learner_t.format(a=wrong_art if with_error else art), tutor_t.format(a=art),
+                    "article" if with_error else None,
+                    f"{wrong_art} {right.split()[1]}" if with_error else None, right if with_error else None,
+                    "things", list(followups), ["I see.", "Oh, interesting."], leads=V.LEADS_PRESENT,
+                    hints=["Listen to the first sound: ", "Say it out loud: "], reactions=V.REACTIONS_NEUTRAL)
+    if kind < 0.6:
+        said, tutor, wrong, right, followups = rng.choice(V.THE_NOUNS)
+        if not with_error:
+            noun = right.split()[1]
+            fixed = re.sub(rf"\b{noun}\b", f"the {noun}", wrong, flags=re.IGNORECASE)
+            said = _cap(said.replace(wrong, fixed))
+        return Seed(said, tutor, "article" if with_error else None, wrong if with_error else None,
+                    right if with_error else None, "things", list(followups), ["How lovely.", "I see."],
+                    leads=V.LEADS_PRESENT, hints=["There's only one: ", "One small change: "],
+                    reactions=V.REACTIONS_NEUTRAL)
+    if kind < 0.75:
+        learner_t, tutor_t, adj, followups = rng.choice(V.ADJ_NOUN_ARTICLES)
+        said = learner_t.format(a="" if with_error else "a ")
+        head = learner_t.split("{a}")[0].split()[-1]
+        return Seed(said, tutor_t.format(a="a "), "article" if with_error else None,
+                    f"{head} {adj}" if with_error else None, f"a {adj}" if with_error else None, "things",
+                    list(followups), ["How nice.", "Oh, fun."], leads=V.LEADS_PRESENT,
+                    hints=["Just one, so: ", "One small change: "], reactions=V.REACTIONS_NEUTRAL)
     if rng.random() < 0.7:
         noun, verb, followups = rng.choice(V.AN_NOUNS)
         right_article, wrong_article = "an", "a"
@@ -181,14 +239,43 @@ def _gerund(rng: random.Random, with_error: bool) -> Seed:
 
 
 def _modal(rng: random.Random, with_error: bool) -> Seed:
-    base, rest, followups = rng.choice(V.CAN)
-    said = f"I can to {base} {rest}" if with_error else f"I can {base} {rest}"
-    return Seed(said, f"you can {base} {rest}", "modal" if with_error else None,
-                f"can to {base}" if with_error else None, f"can {base}" if with_error else None, "skills",
-                list(followups), ["That's impressive!", "Wow, not everyone can do that."])
+    if rng.random() < 0.15:
+        base, rest, followups = rng.choice(V.CAN)
+        modals = ("can",)
+        subject, tutor_subject, p, pos, obj = "I", "you", "you", "your", "you"
+    else:
+        modals, base, rest, followups = rng.choice(V.MODAL_PHRASES)
+        subject, tutor_subject, p, pos, obj = ("we", "you", "you", "your", "you") if rng.random() < 0.15 \
+            else ("I", "you", "you", "your", "you")
+    modal = rng.choice(modals)
+    said = f"{_cap(subject)} {modal} to {base} {rest}" if with_error else f"{_cap(subject)} {modal} {base} {rest}"
+    return Seed(said, f"{tutor_subject} {modal} {base} {to_tutor_side(rest)}", "modal" if with_error else None,
+                f"{modal} to {base}" if with_error else None, f"{modal} {base}" if with_error else None, "skills",
+                [_fill(f, p, pos, obj) for f in followups], ["I see.", "Oh, okay.", "Good to know."],
+                leads=V.LEADS_PRESENT, hints=[f"After {modal}, no to: ", "Drop the to: "],
+                reactions=V.REACTIONS_NEUTRAL)
 
 
 def _preposition(rng: random.Random, with_error: bool) -> Seed:
+    kind = rng.random()
+    if kind < 0.4:
+        return _time_preposition(rng, with_error)
+    if kind < 0.6:
+        learner_t, right, wrong, tutor_t, followups = rng.choice(V.PLACE_PHRASES)
+        return Seed(learner_t.format(P=wrong if with_error else right), tutor_t.format(P=right),
+                    "preposition" if with_error else None, wrong if with_error else None,
+                    right if with_error else None, "life", list(followups), ["I see.", "Oh, okay."],
+                    leads=V.LEADS_PRESENT, reactions=V.REACTIONS_NEUTRAL)
+    if kind < 0.85:
+        learner_t, right, wrongs, tutor_t, objects = rng.choice(V.ADJ_PREPS)
+        o, followups = rng.choice(objects)
+        wrong = rng.choice(wrongs)
+        said = learner_t.format(P=wrong if with_error else right, o=o).replace("  ", " ")
+        head = learner_t.split("{P}")[0].split()[-1]
+        return Seed(said, tutor_t.format(P=right, o=to_tutor_side(o)), "preposition" if with_error else None,
+                    f"{head} {wrong} {o.split()[0]}".replace("  ", " ") if with_error else None,
+                    f"{head} {right}" if with_error else None, "life", list(followups), ["I see.", "Oh, okay."],
+                    leads=V.LEADS_PRESENT, reactions=V.REACTIONS_NEUTRAL)
     correct, wrong, tutor, followups = rng.choice(V.PREPOSITIONS)
     right_words = [w for w in correct.split() if w not in wrong.split()]
     wrong_words = [w for w in wrong.split() if w not in correct.split()]
@@ -196,6 +283,17 @@ def _preposition(rng: random.Random, with_error: bool) -> Seed:
                 " ".join(wrong_words) or "(missing word)" if with_error else None,
                 _context(tutor, right_words) if with_error else None, "life", list(followups),
                 ["Nice.", "I see."])
+
+
+def _time_preposition(rng: random.Random, with_error: bool) -> Seed:
+    clause, clause_t, kinds, followups = rng.choice(V.TIME_CLAUSES)
+    time, prep, wrongs, _ = rng.choice([t for t in V.TIME_PHRASES if t[3] in kinds])
+    wrong = rng.choice(wrongs)
+    said = f"{clause} {wrong if with_error else prep} {time}"
+    return Seed(said, f"{clause_t} {prep} {to_tutor_side(time)}", "preposition" if with_error else None,
+                f"{wrong} {time}" if with_error else None, f"{prep} {to_tutor_side(time)}" if with_error else None,
+                "life", list(followups), ["I see.", "Oh, nice."], leads=V.LEADS_PRESENT,
+                hints=["Think about the time word: ", "Watch the little word: "], reactions=V.REACTIONS_NEUTRAL)
 
 
 def _context(tutor: str, words: list[str]) -> str:
@@ -208,11 +306,60 @@ def _context(tutor: str, words: list[str]) -> str:
 
 
 def _really(rng: random.Random, with_error: bool) -> Seed:
-    thing, followups = rng.choice(V.REALLY_LIKE)
-    said = f"I very like {thing}" if with_error else f"I really like {thing}"
-    return Seed(said, f"you really like {to_tutor_side(thing)}", "word_order" if with_error else None,
-                "very like" if with_error else None, "really like" if with_error else None, "likes",
-                list(followups), ["Me too!", "That's great."])
+    kind = rng.random()
+    if kind < 0.2:
+        return _word_order(rng, with_error)
+    if kind < 0.4:
+        thing, followups = rng.choice(V.REALLY_LIKE)
+        said = f"I very like {thing}" if with_error else f"I really like {thing}"
+        return Seed(said, f"you really like {to_tutor_side(thing)}", "word_order" if with_error else None,
+                    "very like" if with_error else None, "really like" if with_error else None, "likes",
+                    list(followups), ["Me too!", "That's great."])
+    if kind < 0.6:  # "I like very much this song"
+        verb, thing, followups = rng.choice(V.VERY_MUCH)
+        said = f"I {verb} very much {thing}" if with_error else f"I {verb} {thing} very much"
+        return Seed(said, f"you {verb} {to_tutor_side(thing)} very much", "word_order" if with_error else None,
+                    f"{verb} very much {thing.split()[0]}" if with_error else None,
+                    f"{verb} {to_tutor_side(thing)} very much" if with_error else None, "likes", list(followups),
+                    ["That's lovely.", "How nice."], leads=V.LEADS_PRESENT,
+                    hints=["Very much goes at the end: ", "One small change: "], reactions=V.REACTIONS_NEUTRAL)
+    if kind < 0.8:  # adjective order
+        learner_t, wrong, right, tutor_t, followups = rng.choice(V.ADJ_ORDER)
+        return Seed(learner_t.format(x=wrong if with_error else right), tutor_t.format(x=right),
+                    "word_order" if with_error else None, wrong if with_error else None,
+                    right if with_error else None, "things", list(followups), ["How nice.", "Sounds lovely."],
+                    leads=V.LEADS_PRESENT, hints=["Think about the order: ", "One small change: "],
+                    reactions=V.REACTIONS_NEUTRAL)
+    wh, thing, thing_t, followups = rng.choice(V.EMBEDDED)  # "I don't know where is the pharmacy"
+    verb, verb_t = rng.choice(V.EMBED_VERBS)
+    be = "was" if verb.startswith(("I forgot", "My friend")) else "is"
+    if thing.endswith(" closed today"):
+        noun = thing[:-len(" closed today")]
+        wrong, right = f"{wh} {be} {noun} closed", f"{wh} {to_tutor_side(noun)} {be} closed"
+        said_right = f"{wh} {noun} {be} closed today"
+        right_full = f"{right} today"
+    else:
+        wrong, right = f"{wh} {be} {thing}", f"{wh} {thing_t} {be}"
+        said_right, right_full = f"{wh} {thing} {be}", right
+    said = f"{verb} {wrong}{' today' if thing.endswith('today') else ''}" if with_error else f"{verb} {said_right}"
+    return Seed(said, f"{verb_t} {right_full}", "word_order" if with_error else None, wrong if with_error else None,
+                right if with_error else None, "everyday", list(followups), ["I see.", "Oh, okay."],
+                leads=V.LEADS_PRESENT, hints=["In the middle of a sentence, the verb goes last: ",
+                                             "One small change: "], reactions=V.REACTIONS_NEUTRAL)
+
+
+def _word_order(rng: random.Random, with_error: bool) -> Seed:
+    """Frequency adverbs go before the main verb: "I eat always ..." -> "I always eat ..."."""
+    adverb = rng.choice(V.ADVERBS)
+    verb, rest, followups = rng.choice(V.FREQ_PHRASES)
+    said = f"I {verb} {adverb} {rest}" if with_error else f"I {adverb} {verb} {rest}"
+    if with_error and rng.random() < 0.3:
+        said = f"{_cap(adverb)} I {verb} {rest}" if adverb in ("always", "never", "rarely") else said
+    return Seed(said, f"you {adverb} {verb} {to_tutor_side(rest)}", "word_order" if with_error else None,
+                (f"{verb} {adverb}" if said.startswith("I ") else f"{_cap(adverb)} I") if with_error else None,
+                f"{adverb} {verb}" if with_error else None, "everyday", list(followups), ["I see.", "Oh, okay."],
+                leads=V.LEADS_PRESENT, hints=["Words like " + adverb + " go before the verb: ", "One small change: "],
+                reactions=V.REACTIONS_NEUTRAL)
 
 
 def _since(rng: random.Random, with_error: bool) -> Seed:
@@ -306,7 +453,7 @@ def _pronoun(rng: random.Random, with_error: bool) -> Seed:
     pos = "her" if p == "she" else "his"
     wrong_p = "he" if p == "she" else "she"
     kind = rng.random()
-    if kind < 0.5:  # "my sister is a pilot and he flies ..."
+    if kind < 0.35:  # "my sister is a pilot and he flies ..."
         first, second, second_t, followups = rng.choice(V.PRONOUN_FACTS)
         joiner = rng.choice([" and ", ", ", ", "])
         said = f"{_cap(relative)} {first}{joiner}{second.format(p=wrong_p if with_error else p)}"
@@ -317,7 +464,7 @@ def _pronoun(rng: random.Random, with_error: bool) -> Seed:
                     right if with_error else None, "people", [_fill(t, p, pos, obj) for t in followups],
                     ["That's interesting.", "How nice."], _tails("people", obj=obj),
                     hints=["Think about who it is: ", "One small change: "])
-    if kind < 0.8:  # "I visit she every Sunday"
+    if kind < 0.6:  # "I visit she every Sunday"
         learner_t, tutor_t, followups = rng.choice(V.OBJECT_PRONOUNS)
         said = learner_t.format(R=relative, w=p if with_error else obj)
         said = _cap(said)
@@ -327,6 +474,17 @@ def _pronoun(rng: random.Random, with_error: bool) -> Seed:
                     " ".join(tutor_t.format(r=p).split()[1:3]) if with_error else None, right if with_error else None,
                     "people", [t.format(p=p, r=obj) for t in followups], ["That's kind of you.", "How nice."],
                     [(t, None) for t in V.COMMENT_TAILS], hints=["Think about who it is: ", "One small change: "])
+    if kind < 0.9:  # "my parents sold they car", "our dog hurt it's paw"
+        learner_t, wrong, right_p, tutor_t, followups = rng.choice(V.POSSESSIVE_PRONOUNS)
+        said = learner_t.format(w=wrong if with_error else right_p)
+        after = learner_t.split("{w}")[1].split()
+        before = learner_t.split("{w}")[0].split()[-1]
+        wrong_w, right_w = (f"{wrong} {after[0]}", f"{right_p} {after[0]}") if after else \
+            (f"{before} {wrong}", f"{before} {right_p}")
+        return Seed(said, tutor_t.format(w=right_p), "pronoun" if with_error else None,
+                    wrong_w if with_error else None, right_w if with_error else None,
+                    "people", list(followups), ["I see.", "Oh, okay."], [(t, None) for t in V.COMMENT_TAILS],
+                    V.LEADS_PRESENT, ["Think about whose it is: ", "One small change: "], V.REACTIONS_NEUTRAL)
     first, wrong_clause, tutor, right, followups = rng.choice(V.THINGS_IT)  # "I bought a laptop, he is fast"
     said = f"{first}, {wrong_clause if with_error else tutor}"
     return Seed(said, tutor, "pronoun" if with_error else None,
@@ -432,10 +590,10 @@ def _subject_omission(rng: random.Random, with_error: bool) -> Seed:
                 V.LEADS_PRESENT, ["Small word at the start: ", "One small change: "], V.REACTIONS_NEUTRAL)
 
 
-FRAMES = [(_past_event, 12), (_habit, 6), (_counted, 4), (_article, 4), (_uncountable, 2), (_comparative, 4),
-          (_gerund, 4), (_modal, 2), (_preposition, 4), (_really, 2), (_since, 2), (_be, 2),
-          (_word_choice, 3), (_present_perfect, 2), (_pronoun, 2), (_possessive, 2), (_future, 2),
-          (_quantifier, 2), (_double_negative, 2), (_subject_omission, 2)]
+FRAMES = [(_past_event, 12), (_habit, 5), (_counted, 3), (_article, 5), (_uncountable, 2), (_comparative, 3),
+          (_gerund, 3), (_modal, 4), (_preposition, 6), (_really, 4), (_since, 2), (_be, 2),
+          (_word_choice, 3), (_present_perfect, 3), (_pronoun, 3), (_possessive, 2), (_future, 2),
+          (_quantifier, 3), (_double_negative, 2), (_subject_omission, 3)]
 _FRAME_FNS = [f for f, w in FRAMES for _ in range(w)]
 
 
@@ -461,6 +619,9 @@ def _shape(rng: random.Random, seed: Seed, lead: bool = True) -> None:
         tail, followups = rng.choice(tails)
         if tail in V.COMMENT_TAILS or tail.startswith(_JOINED):
             text = f"{clause} {tail}"
+        elif rng.random() < 0.3 and not tail.endswith(("!", "?")) and not tail.startswith(("it ", "he ", "she ")) \
+                and tail not in V.COMMENT_TAILS_PAST:
+            text = f"{_cap(tail)}. {clause}"  # the correct clause first: the error clause is still the one recast
         elif tail.endswith(("!", "?")):
             text = f"{clause}, {tail}"
         else:

@@ -582,7 +582,7 @@ FUTURE_PLANS = [
     ("watch", "watching", "the final with my dad", ["Who do you want to win?", "Where will you watch it?"]),
 ]
 FUTURE_OUTDOOR = {"having", "going", "running"}  # plans that get the weather tail
-FUTURE_WEATHER_TAIL = ("if the weather is good", ["What will you do if it rains?"])
+FUTURE_WEATHER_TAIL = ("if the weather stays nice", ["What will you do if it rains?"])
 FUTURE_TIMES = ["tomorrow", "next week", "this weekend", "on Saturday", "next month", "tonight",
                 "in two weeks", "next summer", "after work", "on Friday"]
 FUTURE_TAILS = [("I can't wait", None), ("I'm a bit nervous", ["What makes you nervous?"]),
@@ -758,3 +758,345 @@ FEELING_COMMENTS = {"exciting": ["How lovely.", "That's great."], "interesting":
 REACTIONS_BAD = ["Oh no!", "Oh dear.", "Oh, really?", "Oh no, sorry to hear that."]
 REACTIONS_NEUTRAL = ["I see.", "Oh, really?", "Oh, okay.", "Ah, I see.", "Oh, interesting."]
 BAD_NEWS = {"hospital", "accident", "keys", "umbrella", "health", "coffee", "rain"}
+
+# ---------------------------------------------------------------- broader frames (train.synth/3)
+# modal + to: (modals that fit, verb, rest, follow-ups)
+MODAL_PHRASES = [
+    (("can",), "ride", "a horse", ["Who taught {obj}?", "Where {do} {p} ride?"]),
+    (("can",), "juggle", "with four balls", ["How long did it take to learn?", "Can {p} teach me?"]),
+    (("can",), "fix", "old radios", ["Where did {p} learn that?", "{Do} {p} sell them afterwards?"]),
+    (("can",), "read", "sheet music", ["Which instrument {do} {p} play?", "Was it hard to learn?"]),
+    (("can", "could"), "knit", "a whole jumper in a week", ["Who taught {obj}?", "What colour was the last one?"]),
+    (("can't", "couldn't"), "find", "my phone charger", ["Where did {p} last see it?", "Did {p} check the car?"]),
+    (("can't", "couldn't"), "open", "the jar of olives", ["Did {p} try hot water?", "Who opened it in the end?"]),
+    (("can't", "couldn't"), "hear", "the teacher from the back", ["Can {p} sit closer?", "Is the room very big?"]),
+    (("can't", "couldn't"), "get", "to sleep during the thunder", ["Was it very loud?", "{Were} {p} scared?"]),
+    (("must", "should"), "finish", "my essay tonight", ["What is it about?", "How much is left?"]),
+    (("must", "should"), "sort out", "my library card soon", ["What do {p} like to borrow?", "Is the library near {obj}?"]),
+    (("must", "should"), "call", "the plumber about the leak", ["Where is the leak?", "Is it a big problem?"]),
+    (("should", "must"), "drink", "more water at work", ["How much {do} {p} drink now?", "{Do} {p} keep a bottle on {pos} desk?"]),
+    (("should",), "go", "to bed earlier", ["What time {do} {p} usually go to bed?", "What keeps {obj} up?"]),
+    (("might", "may", "will"), "visit", "my cousins in Porto", ["When will {p} go?", "What will {p} do there?"]),
+    (("might", "may", "will"), "start", "a pottery class", ["Where is the class?", "What would {p} like to make?"]),
+    (("might", "may"), "change", "jobs next year", ["What would {p} like to do?", "Why {do} {p} want to change?"]),
+    (("might", "will"), "paint", "the kitchen yellow", ["Why yellow?", "Will {p} do it alone?"]),
+    (("will", "might"), "bring", "a salad to the picnic", ["Who is coming to the picnic?", "What kind of salad?"]),
+    (("won't",), "have", "time for lunch today", ["Why are {p} so busy?", "Will {p} eat later?"]),
+    (("won't",), "be", "at the meeting tomorrow", ["Where will {p} be?", "Who will go instead?"]),
+    (("would",), "buy", "a small boat if I had the money", ["Where would {p} sail?", "What would {p} call it?"]),
+    (("would",), "learn", "Korean if I had more time", ["Why Korean?", "How would {p} learn it?"]),
+    (("could",), "swim", "before I could walk", ["Who taught {obj}?", "{Do} {p} still swim a lot?"]),
+]
+# prepositions of time: (time, right preposition, wrong prepositions, kind)
+TIME_PHRASES = [
+    ("2008", "in", ("on", "at"), "year"), ("2013", "in", ("on", "at"), "year"), ("2021", "in", ("on", "at"), "year"),
+    ("March", "in", ("on", "at"), "month"), ("July", "in", ("on", "at"), "month"),
+    ("October", "in", ("on", "at"), "month"), ("December", "in", ("on", "at"), "month"),
+    ("spring", "in", ("on", "at"), "month"), ("summer", "in", ("on", "at"), "month"),
+    ("autumn", "in", ("on", "at"), "month"), ("winter", "in", ("on", "at"), "month"),
+    ("the morning", "in", ("at", "on"), "day"), ("the afternoon", "in", ("at", "on"), "day"),
+    ("the evening", "in", ("at", "on"), "day"),
+    ("Tuesday", "on", ("in", "at"), "day"), ("Thursday evenings", "on", ("in", "at"), "day"),
+    ("Sunday mornings", "on", ("in", "at"), "day"), ("Friday nights", "on", ("in", "at"), "day"),
+    ("the first of May", "on", ("in", "at"), "date"), ("my birthday", "on", ("in", "at"), "date"),
+    ("New Year's Day", "on", ("in", "at"), "date"), ("the twelfth of June", "on", ("in", "at"), "date"),
+    ("seven o'clock", "at", ("in", "on"), "day"), ("half past eight", "at", ("in", "on"), "day"),
+    ("noon", "at", ("in", "on"), "day"), ("midnight", "at", ("in", "on"), "day"),
+    ("night", "at", ("in", "on"), "day"), ("lunchtime", "at", ("in", "on"), "day"),
+    ("quarter to six", "at", ("in", "on"), "day"),
+]
+# (learner clause before the time, as the tutor says it, time kinds that fit, follow-ups)
+TIME_CLAUSES = [
+    ("I go to my dance class", "you go to your dance class", ("day",), ["How long is the class?", "What kind of dance is it?"]),
+    ("The bakery near my flat opens", "the bakery near your flat opens", ("day",), ["What do you usually buy there?", "Is it busy?"]),
+    ("I feed the chickens", "you feed the chickens", ("day",), ["How many chickens do you have?", "Do they lay a lot of eggs?"]),
+    ("We play cards with my grandpa", "you play cards with your grandpa", ("day", "date"), ["Who usually wins?", "What game do you play?"]),
+    ("My little brother was born", "your little brother was born", ("year", "month", "date"), ["How old is he now?", "Do you get on well?"]),
+    ("We moved to this town", "you moved to this town", ("year", "month"), ["Do you like it here?", "Where did you live before?"]),
+    ("I got my first job", "you got your first job", ("year", "month"), ["What was the job?", "Did you like it?"]),
+    ("My parents got married", "your parents got married", ("year", "month", "date"), ["Where was the wedding?", "Do you have photos?"]),
+    ("We usually go hiking", "you usually go hiking", ("month",), ["Where do you go hiking?", "How far do you walk?"]),
+    ("The lake near our village freezes", "the lake near your village freezes", ("month",), ["Can you skate on it?", "Is it very cold there?"]),
+    ("My grandparents visit us", "your grandparents visit you", ("month", "date"), ["Where do they live?", "What do you do together?"]),
+    ("Our football club has a big party", "your football club has a big party", ("month", "date"), ["Do you help organise it?", "Is it fun?"]),
+]
+# prepositions of place: (learner template with {P}, right phrase, wrong phrase, tutor template with {P}, follow-ups)
+PLACE_PHRASES = [
+    ("I stay {P} on rainy Sundays", "at home", "in home", "you stay {P} on rainy Sundays", ["What do you do all day?", "Do you like rainy days?"]),
+    ("I left my lunch {P} again", "at home", "in home", "you left your lunch {P} again", ["What will you eat?", "Is there a café near your office?"]),
+    ("I'm still {P} and it's nine o'clock", "at work", "in work", "you're still {P}", ["When can you go home?", "Why so late?"]),
+    ("My husband has a lot of stress {P}", "at work", "in work", "your husband has a lot of stress {P}", ["What does he do?", "Can he take a holiday?"]),
+    ("I always read comics {P}", "on the bus", "in the bus", "you always read comics {P}", ["Which comics do you like?", "Is it a long ride?"]),
+    ("I met a funny old man {P}", "on the train", "in the train", "you met a funny old man {P}", ["What did he say?", "Where were you going?"]),
+    ("I felt sick {P} to Athens", "on the plane", "in the plane", "you felt sick {P} to Athens", ["Are you okay now?", "Was it a long flight?"]),
+    ("I waited for ages {P}", "at the bus stop", "in the bus stop", "you waited for ages {P}", ["How long did you wait?", "Was it cold?"]),
+    ("My office is {P}", "on the fifth floor", "in the fifth floor", "your office is {P}", ["Do you take the lift?", "Is there a nice view?"]),
+    ("I heard my favourite song {P} this morning", "on the radio", "in the radio", "you heard your favourite song {P} this morning", ["What song is it?", "Did you sing along?"]),
+    ("There is a good film {P} tonight", "on TV", "in TV", "there's a good film {P} tonight", ["What film is it?", "Will you watch it?"]),
+    ("My grandmother looks so young {P}", "in this photo", "on this photo", "your grandmother looks so young {P}", ["How old was she then?", "Where was it taken?"]),
+    ("I want to live {P} one day", "in the countryside", "at the countryside", "you want to live {P} one day", ["Why the countryside?", "Would you have animals?"]),
+    ("It's too noisy {P} for me", "in the city centre", "at the city centre", "it's too noisy {P} for you", ["Where would you like to live?", "What makes the noise?"]),
+    ("My sister studies {P}", "at university", "in the university", "your sister studies {P}", ["What does she study?", "Which year is she in?"]),
+]
+# adjective / verb + preposition: (learner template with {P}, right, wrongs, tutor template with {P}, objects with follow-ups)
+ADJ_PREPS = [
+    ("I'm really afraid {P} {o}", "of", ("from",), "you're really afraid {P} {o}",
+     [("wasps", ["Have you ever been stung?"]), ("deep water", ["Can you swim?"]), ("the dark", ["Do you sleep with a light on?"])]),
+    ("I'm so proud {P} {o}", "of", ("on", "for"), "you're so proud {P} {o}",
+     [("my daughter", ["What did she do?"]), ("my team", ["Did they win something?"])]),
+    ("My brother is very good {P} {o}", "at", ("in",), "your brother is very good {P} {o}",
+     [("chess", ["Does he play in competitions?"]), ("drawing", ["What does he like to draw?"]), ("fixing cars", ["Is he a mechanic?"])]),
+    ("I'm terrible {P} {o}", "at", ("in",), "you're terrible {P} {o}",
+     [("remembering names", ["Is that a problem at work?"]), ("singing", ["Do you sing anyway?"])]),
+    ("My son is very interested {P} {o}", "in", ("for", "on"), "your son is very interested {P} {o}",
+     [("dinosaurs", ["Does he have a favourite dinosaur?"]), ("space", ["Does he want to be an astronaut?"])]),
+    ("My cousin is married {P} {o}", "to", ("with",), "your cousin is married {P} {o}",
+     [("a pilot", ["How did they meet?"]), ("a Scottish woman", ["Do they live in Scotland?"])]),
+    ("I'm not very keen {P} {o}", "on", ("of",), "you're not very keen {P} {o}",
+     [("horror films", ["What do you like to watch?"]), ("spicy soup", ["What do you like to eat?"])]),
+    ("My town is very different {P} {o}", "from", ("of",), "your town is very different {P} {o}",
+     [("the capital", ["What's the biggest difference?"]), ("this city", ["What do you miss about it?"])]),
+    ("My new phone is similar {P} {o}", "to", ("with",), "your new phone is similar {P} {o}",
+     [("my old one", ["Why did you change it?"]), ("my sister's", ["Which one is better?"])]),
+    ("I'm responsible {P} {o} at work", "for", ("of",), "you're responsible {P} {o} at work",
+     [("the new staff", ["Is that hard?"]), ("the website", ["Do you enjoy that?"])]),
+    ("Our region is famous {P} {o}", "for", ("of",), "your region is famous {P} {o}",
+     [("its cheese", ["What's your favourite one?"]), ("its wine", ["Do you like it?"])]),
+    ("Our picnic depends {P} {o}", "on", ("of", "from"), "your picnic depends {P} {o}",
+     [("the weather", ["Where will you go?"]), ("my sister's car", ["Where will you go?"])]),
+    ("I waited {P} {o} for an hour", "for", ("",), "you waited {P} {o} for an hour",
+     [("the plumber", ["Did he come in the end?"]), ("my package", ["What was in it?"])]),
+    ("This bag belongs {P} {o}", "to", ("",), "this bag belongs {P} {o}",
+     [("my neighbour", ["Will you give it back?"]), ("my aunt", ["Did she forget it?"])]),
+]
+# jobs for "as a/an ..." and "is a/an ...": (job, article, follow-ups)
+JOBS = [("nurse", "a", ["Do you work nights?", "Which ward do you work on?"]),
+        ("plumber", "a", ["Is it hard work?", "What's the strangest job you've had?"]),
+        ("architect", "an", ["What are you designing now?", "Do you design houses?"]),
+        ("electrician", "an", ["Is it dangerous?", "How long did you train?"]),
+        ("accountant", "an", ["Is it busy at the end of the year?", "Do you like numbers?"]),
+        ("chef", "a", ["What kind of food do you cook?", "Is the kitchen very hot?"]),
+        ("lawyer", "a", ["What kind of cases do you have?", "Is it stressful?"]),
+        ("firefighter", "a", ["Is it scary?", "How long are your shifts?"]),
+        ("mechanic", "a", ["Do you fix cars or bikes?", "Where do you work?"]),
+        ("translator", "a", ["Which languages do you translate?", "Do you work from home?"]),
+        ("optician", "an", ["Do you like it?", "Where is your shop?"]),
+        ("interpreter", "an", ["Which languages?", "Is it stressful?"]),
+        ("tour guide", "a", ["Which places do you show people?", "Do you meet a lot of tourists?"])]
+# a/an by sound: (learner template with {a}, right article + noun as the tutor says it, tutor template, follow-ups)
+SOUND_ARTICLES = [
+    ("I waited {a} hour for the doctor", "an hour", "you waited {a} hour for the doctor", ["Was it busy?", "Are you okay?"]),
+    ("It was {a} honest answer", "an honest answer", "it was {a} honest answer", ["What was the question?", "Were you surprised?"]),
+    ("My cousin goes to {a} university in Wales", "a university", "your cousin goes to {a} university in Wales", ["What does she study?", "Do you visit her?"]),
+    ("I bought {a} used bike for my son", "a used bike", "you bought {a} used bike for your son", ["How old is he?", "Was it cheap?"]),
+    ("Riga is {a} European capital I really love", "a European capital", "Riga is {a} European capital you really love", ["When did you go?", "What did you like most?"]),
+    ("I have {a} one-way ticket to Dublin", "a one-way ticket", "you have {a} one-way ticket to Dublin", ["Are you moving there?", "When do you leave?"]),
+    ("My school has {a} uniform", "a uniform", "your school has {a} uniform", ["What colour is it?", "Do you like it?"]),
+    ("This app is {a} useful tool for my job", "a useful tool", "this app is {a} useful tool for your job", ["What do you use it for?", "Is it free?"]),
+    ("We stayed in {a} old farmhouse", "an old farmhouse", "you stayed in {a} old farmhouse", ["Where was it?", "Was it cosy?"]),
+    ("I made {a} awful mistake at work", "an awful mistake", "you made {a} awful mistake at work", ["What happened?", "Was your boss angry?"]),
+]
+# "the" for unique things and things said before: (learner with the article missing, tutor form, wrong, right, follow-ups)
+THE_NOUNS = [
+    ("We watched sunrise from the hill", "you watched the sunrise from the hill", "watched sunrise", "the sunrise", ["What time did you get up?", "Was it cold?"]),
+    ("I love swimming in sea", "you love swimming in the sea", "in sea", "the sea", ["Is the sea near you?", "Is it warm?"]),
+    ("Moon was so bright last night", "the moon was so bright last night", "Moon was", "the moon", ["Did you take a photo?", "Was it full?"]),
+    ("My kids like looking at stars", "your kids like looking at the stars", "at stars", "the stars", ["Do they know the names?", "Can you see many where you live?"]),
+    ("Sun is very strong here in July", "the sun is very strong there in July", "Sun is", "the sun", ["Do you wear a hat?", "Where do you live?"]),
+    ("We walked along river after lunch", "you walked along the river after lunch", "along river", "the river", ["Is it a big river?", "Did you walk far?"]),
+    ("I bought a lamp and a rug, but lamp was broken", "the lamp was broken", "lamp was", "the lamp", ["Did you take it back?", "What did the shop say?"]),
+    ("I got a letter and a parcel, letter was from my aunt", "the letter was from your aunt", "letter was", "the letter", ["What did she say?", "What was in the parcel?"]),
+    ("We saw a fox and a deer, fox was very close", "the fox was very close", "fox was", "the fox", ["Where were you?", "Did you take a photo?"]),
+    ("I have a cat and a rabbit, rabbit is older", "the rabbit is older", "rabbit is", "the rabbit", ["How old is it?", "Do they get on?"]),
+]
+# "a" before adjective + noun: (learner template with {a}, tutor template, noun phrase, follow-ups)
+ADJ_NOUN_ARTICLES = [
+    ("I watched {a}really funny video about cats", "you watched {a}really funny video about cats", "really", ["Can you send it to me?", "What happened in it?"]),
+    ("We had {a}very long meeting this morning", "you had {a}very long meeting this morning", "very", ["What was it about?", "Are you tired now?"]),
+    ("It was {a}great party", "it was {a}great party", "great", ["Whose party was it?", "Did you dance?"]),
+    ("My aunt has {a}beautiful voice", "your aunt has {a}beautiful voice", "beautiful", ["Does she sing in a choir?", "What does she sing?"]),
+    ("I found {a}cheap flight to Malta", "you found {a}cheap flight to Malta", "cheap", ["When do you go?", "How much was it?"]),
+    ("We stayed in {a}tiny hotel near the port", "you stayed in {a}tiny hotel near the port", "tiny", ["Was it nice?", "Could you see the boats?"]),
+    ("My neighbour has {a}huge dog", "your neighbour has {a}huge dog", "huge", ["What kind of dog is it?", "Is it friendly?"]),
+]
+# frequency adverbs: (verb, rest, follow-ups); the adverb goes before the verb
+ADVERBS = ["always", "usually", "often", "never", "rarely", "normally"]
+FREQ_PHRASES = [
+    ("eat", "porridge for breakfast", ["Do you put fruit in it?", "What else do you like for breakfast?"]),
+    ("take", "the tram to work", ["How long does it take?", "Is it crowded?"]),
+    ("drink", "green tea after dinner", ["Does it help you sleep?", "Do you drink coffee too?"]),
+    ("call", "my grandma on Sundays", ["What do you talk about?", "Where does she live?"]),
+    ("forget", "my gloves on the bus", ["Do you get them back?", "How many have you lost?"]),
+    ("cycle", "to the office", ["How far is it?", "Is it safe?"]),
+    ("check", "my emails in bed", ["Is that a good idea?", "Do you sleep well?"]),
+    ("watch", "cartoons with my nephew", ["Which ones does he like?", "How old is he?"]),
+    ("buy", "flowers at the market", ["Which flowers do you like?", "Is the market big?"]),
+]
+# "I like very much X" -> "like X very much": (verb, object, follow-ups)
+VERY_MUCH = [("like", "this song", ["Who sings it?", "When did you first hear it?"]),
+             ("love", "my new school", ["What do you like most?", "Have you made friends?"]),
+             ("enjoy", "jazz", ["Who's your favourite musician?", "Do you go to concerts?"]),
+             ("like", "the view from my window", ["What can you see?", "Which floor are you on?"]),
+             ("love", "my grandmother's soup", ["What kind of soup is it?", "Can you make it too?"]),
+             ("enjoy", "my Spanish lessons", ["How long have you studied Spanish?", "Who is your teacher?"])]
+# adjective order: (learner template with {x}, wrong order, right order, tutor template, follow-ups)
+ADJ_ORDER = [
+    ("I bought a {x} for the winter", "leather black jacket", "black leather jacket", "you bought a {x} for the winter", ["Was it expensive?", "Where did you buy it?"]),
+    ("My grandma gave me a {x}", "silk beautiful scarf", "beautiful silk scarf", "your grandma gave you a {x}", ["What colour is it?", "Was it for your birthday?"]),
+    ("We have a {x} in the kitchen", "wooden round table", "round wooden table", "you have a {x} in the kitchen", ["How many people can sit at it?", "Is it old?"]),
+    ("My son wants a {x}", "red big balloon", "big red balloon", "your son wants a {x}", ["Is it for a party?", "How old is he?"]),
+    ("I found a {x} at the market", "glass small bottle", "small glass bottle", "you found a {x} at the market", ["What will you do with it?", "Was it old?"]),
+    ("She drives a {x}", "blue little car", "little blue car", "she drives a {x}", ["Is it new?", "Does she like it?"]),
+]
+# reported questions: (wh phrase, noun phrase as the learner says it, as the tutor says it, follow-ups)
+EMBEDDED = [
+    ("where", "the pharmacy", "the pharmacy", ["Can you ask someone?", "Are you feeling ill?"]),
+    ("what time", "the concert", "the concert", ["Who is playing?", "Can you check online?"]),
+    ("when", "my dentist appointment", "your dentist appointment", ["Can you call them?", "Is it a check-up?"]),
+    ("how old", "this bridge", "this bridge", ["It looks old, doesn't it?", "Is it made of stone?"]),
+    ("why", "the library closed today", "the library closed today", ["Is it a holiday?", "Where will you study?"]),
+    ("what", "her surname", "her surname", ["Can you ask her?", "How do you know her?"]),
+    ("how far", "the campsite", "the campsite", ["Are you walking there?", "Do you have a map?"]),
+    ("where", "my bike helmet", "your bike helmet", ["Did you look in the garage?", "When did you last use it?"]),
+]
+EMBED_VERBS = [("I have no idea", "you have no idea"), ("I'm not sure", "you're not sure"),
+               ("I forgot", "you forgot"), ("I can't remember", "you can't remember"),
+               ("My friend asked me", "your friend asked you")]
+# extra irregular past events (base, past, third, -ing, rest, topic)
+PAST_MORE = [
+    ("choose", "chose", "chooses", "choosing", "a new sofa for the living room", "furniture"),
+    ("feel", "felt", "feels", "feeling", "sick on the ferry", "health"),
+    ("leave", "left", "leaves", "leaving", "my scarf on the tram", "lost_thing"),
+    ("break", "broke", "breaks", "breaking", "my phone screen", "lost_thing"),
+    ("wake", "woke", "wakes", "waking", "up at five", "early"),
+    ("understand", "understood", "understands", "understanding", "the whole lecture in French", "study"),
+    ("think", "thought", "thinks", "thinking", "about my old school friends", "memories"),
+    ("hide", "hid", "hides", "hiding", "the birthday presents in the wardrobe", "present"),
+    ("hold", "held", "holds", "holding", "my friend's new baby", "baby"),
+    ("fight", "fought", "fights", "fighting", "with my brother about the TV", "argument"),
+    ("fly", "flew", "flies", "flying", "to Vienna for a conference", "trip"),
+    ("give", "gave", "gives", "giving", "my old books to the library", "books"),
+    ("tell", "told", "tells", "telling", "my parents about my new job", "work"),
+    ("pay", "paid", "pays", "paying", "for everyone's dinner", "restaurant"),
+    ("throw", "threw", "throws", "throwing", "a surprise party for my friend", "party"),
+    ("grow", "grew", "grows", "growing", "huge pumpkins this year", "garden"),
+    ("hear", "heard", "hears", "hearing", "a strange noise in the attic", "noise"),
+    ("get", "got", "gets", "getting", "a parking ticket", "lost_thing"),
+    ("begin", "began", "begins", "beginning", "a new course in photography", "photography"),
+    ("keep", "kept", "keeps", "keeping", "a diary during the trip", "trip"),
+    ("lend", "lent", "lends", "lending", "my car to a friend", "car"),
+    ("sit", "sat", "sits", "sitting", "in the sun all afternoon", "garden"),
+    ("come", "came", "comes", "coming", "home very late", "late"),
+    ("steal", "stole", "steals", "stealing", "a biscuit from my sister's plate", "argument"),
+]
+OVERREGULAR_MORE = {"chose": "choosed", "felt": "feeled", "left": "leaved", "broke": "breaked", "woke": "waked",
+                    "understood": "understanded", "thought": "thinked", "hid": "hided", "held": "holded",
+                    "fought": "fighted", "flew": "flied", "gave": "gived", "told": "telled", "paid": "payed",
+                    "threw": "throwed", "grew": "growed", "heard": "heared", "got": "getted", "began": "begined",
+                    "kept": "keeped", "lent": "lended", "sat": "sitted", "came": "comed", "stole": "stealed"}
+TOPIC_FOLLOWUPS_MORE = {
+    "furniture": ["What colour is it?", "Was it expensive?", "Is it comfortable?", "Where did {p} find it?"],
+    "lost_thing": ["How did it happen?", "What will {p} do now?", "Was it expensive?", "{Were} {p} upset?"],
+    "early": ["Why so early?", "{Were} {p} tired all day?", "What did {p} do so early?"],
+    "study": ["What was it about?", "Was it difficult?", "How long {have} {p} studied French?"],
+    "memories": ["Are {p} still in touch with them?", "What made {obj} think of them?", "Who was {pos} best friend?"],
+    "baby": ["How old is the baby?", "Is it a boy or a girl?", "Was the baby asleep?"],
+    "argument": ["What happened next?", "Are things okay now?", "Who won?"],
+    "noise": ["What was it?", "{Were} {p} scared?", "Did {p} go and check?"],
+    "car": ["When will {p} get it back?", "Where did the friend go?", "{Do} {p} lend it often?"],
+    "late": ["Why so late?", "Where had {p} been?", "{Were} {p} tired the next day?"],
+}
+TOPIC_COMMENTS_MORE = {
+    "furniture": ["A new sofa changes the whole room.", "That sounds comfy."],
+    "lost_thing": ["That happens to everyone.", "How annoying."],
+    "early": ["That's really early.", "Early mornings are hard."],
+    "study": ["That's impressive.", "Well done."],
+    "memories": ["Old friends are special.", "It's nice to remember."],
+    "baby": ["Babies are so small.", "How lovely."],
+    "argument": ["Brothers and sisters often argue.", "That happens in every family."],
+    "noise": ["That sounds scary.", "Old houses make strange noises."],
+    "car": ["That's kind of you.", "That's generous."],
+    "late": ["Late nights can be fun.", "That's very late."],
+}
+BAD_NEWS_MORE = {"lost_thing", "noise", "argument"}
+# weather with "it": (base, past, follow-ups)
+WEATHER = [("snow", "snowed", ["Did you go outside?", "Was it deep?"]),
+           ("rain", "rained", ["Did you get wet?", "Did you stay inside?"]),
+           ("hail", "hailed", ["Was it loud?", "Was your car okay?"]),
+           ("pour", "poured", ["Did you get wet?", "Did you have an umbrella?"])]
+WEATHER_WHEN = ["all day yesterday", "the whole weekend", "last night", "for three days last week"]
+# past perfect: (earlier event, subject, base with "already", past participle phrase, follow-ups)
+PAST_PERFECT = [
+    ("When I got to the cinema", "the film", "already start", "had already started", ["Did you still go in?", "What film was it?"]),
+    ("When we reached the platform", "the train", "already leave", "had already left", ["How long did you wait for the next one?", "Were you late?"]),
+    ("When I reached the bakery", "the shop", "already close", "had already closed", ["Did you find bread somewhere else?", "What time does it close?"]),
+    ("By the time my sister came", "everyone", "already go home", "had already gone home", ["Was she upset?", "Why was she so late?"]),
+    ("When I finally logged in", "the lesson", "already finish", "had already finished", ["Can you watch it later?", "What was the problem?"]),
+    ("When we got back from the beach", "the kids", "already eat", "had already eaten", ["What did they eat?", "Were you hungry?"]),
+]
+QUANTIFIERS += [
+    ("I don't have much {n} in my flat", "you don't have many {n} in your flat", "much {n}", "many {n}",
+     [("houseplants", ["Which one is your favourite?", "Do you want more?"]), ("chairs", ["Where do guests sit when there are no chairs?", "Is it a small flat?"])]),
+    ("I don't eat many {n}", "you don't eat much {n}", "many {n}", "much {n}",
+     [("meat", ["Are you vegetarian?", "What do you eat instead?"]), ("sugar", ["Is it hard?", "Do you miss sweets?"])]),
+    ("I drink a lot {n} every day", "you drink a lot of {n} every day", "a lot {n}", "a lot of {n}",
+     [("water", ["Do you carry a bottle?", "How many litres of water?"]), ("orange juice", ["Do you make it yourself?", "Is it fresh?"])]),
+    ("There are lot of {n} in my street", "there are a lot of {n} in your street", "lot of {n}", "a lot of {n}",
+     [("cafés", ["Which one do you like?", "Is it a busy street?"]), ("trees", ["Is it a quiet street?", "Are they old trees?"])]),
+    ("I visit my aunt every {n}", "you visit your aunt every {r}", "every {n}", "every {r}",
+     [("weekends", ["Where does she live?", "What do you do together?"]), ("Tuesdays", ["Where does she live?", "What do you do together?"])]),
+    ("We need a few {n} for the soup", "you need a little {n} for the soup", "a few {n}", "a little {n}",
+     [("salt", ["What kind of soup is it?", "Who is cooking the soup?"]), ("butter", ["What kind of soup is it?", "Is it your recipe?"])]),
+    ("I have less {n} than my sister", "you have fewer {n} than your sister", "less {n}", "fewer {n}",
+     [("books", ["What does she read?", "Do you share books?"]), ("shoes", ["How many does she have?", "Do you like shopping?"])]),
+]
+PERFECT += [
+    ("We are in this flat since {y}", "you've been in this flat since {y}", "are", "you've been",
+     ["Do you like the flat?", "Is the flat big?"]),
+    ("I know my neighbour for twenty years", "you've known your neighbour for twenty years", "know", "you've known",
+     ["Is your neighbour a good friend?", "How did you meet your neighbour?"]),
+    ("I have this bike for six years", "you've had this bike for six years", "have", "you've had",
+     ["Do you ride your bike every day?", "Is the bike still in good shape?"]),
+    ("I didn't finish my book yet", "you haven't finished your book yet", "didn't finish", "you haven't finished",
+     ["What's the book about?", "Do you like the book so far?"]),
+    ("I never was on a ship", "you've never been on a ship", "never was", "you've never been",
+     ["Would you like to go on a ship one day?", "Do you get seasick on boats?"]),
+    ("I never rode a camel", "you've never ridden a camel", "never rode", "you've never ridden",
+     ["Would you like to ride a camel?", "Where could you ride a camel?"]),
+    ("I just arrive at the hotel", "you've just arrived at the hotel", "just arrive", "you've just arrived",
+     ["How was the journey to the hotel?", "What's the hotel like?"]),
+    ("I already see that film", "you've already seen that film", "already see", "you've already seen",
+     ["Did you like the film?", "Would you watch the film again?"]),
+    ("I study Italian for two years", "you've studied Italian for two years", "study", "you've studied",
+     ["Why Italian?", "Have you been to Italy to practise your Italian?"]),
+]
+EXTRA_TAILS.update({
+    "I didn't finish my book yet": [("it's very long", None)],
+    "I just arrive at the hotel": [("the room is lovely", ["What can you see from the window?"])],
+    "I drink a lot {n} every day": [("it's good for me", None)],
+})
+# possessive determiners: (learner template with {w}, wrong word, right word, tutor template, follow-ups)
+POSSESSIVE_PRONOUNS = [
+    ("My parents sold {w} old car last week", "they", "their", "your parents sold {w} old car last week", ["Did they buy a new one?", "Was it very old?"]),
+    ("My grandparents love {w} garden", "they", "their", "your grandparents love {w} garden", ["What do they grow?", "Is it big?"]),
+    ("Our dog hurt {w} paw in the park", "it's", "its", "your dog hurt {w} paw in the park", ["Is he okay now?", "How did it happen?"]),
+    ("The café changed {w} menu", "it's", "its", "the café changed {w} menu", ["Is it better now?", "What's new on it?"]),
+    ("My brother lost {w} wallet at the station", "her", "his", "your brother lost {w} wallet at the station", ["Did he find it?", "Was there much money in it?"]),
+    ("My sister broke {w} arm skiing", "his", "her", "your sister broke {w} arm skiing", ["Is she okay?", "When did it happen?"]),
+    ("My neighbours always park {w} van in front of my house", "them", "their", "your neighbours always park {w} van in front of your house", ["Have you talked to them?", "Is it annoying?"]),
+    ("I see my cousins and I play football with {w}", "they", "them", "you play football with {w}", ["Who usually wins at football?", "Where do you play football?"]),
+]
+SUBJECTLESS += [
+    ("Is very cold in my office", "it's very cold in your office", "it's very cold", ["Can you turn the heating on?", "Do you wear a jumper?"]),
+    ("My aunt is a chef, cooks in a hotel", "she cooks in a hotel", "she cooks", ["What does she cook?", "Is it a big hotel?"]),
+    ("Yesterday went to the zoo with my kids", "you went to the zoo with your kids", "you went", ["What was their favourite animal?", "Was it busy?"]),
+    ("Is a long way to my village", "it's a long way to your village", "it's a long way", ["How do you get there?", "How long does it take?"]),
+    ("Are two bakeries on my street", "there are two bakeries on your street", "there are two", ["Which one is better?", "Do you go every day?"]),
+]
+SUBJECTLESS_CORRECT["My aunt is a chef, cooks in a hotel"] = "My aunt is a chef, she cooks in a hotel"
+SUBJECTLESS_CORRECT["Yesterday went to the zoo with my kids"] = "Yesterday I went to the zoo with my kids"
+PAST_ACTIVITIES += PAST_MORE
+OVERREGULAR.update(OVERREGULAR_MORE)
+TOPIC_FOLLOWUPS.update(TOPIC_FOLLOWUPS_MORE)
+TOPIC_COMMENTS.update(TOPIC_COMMENTS_MORE)
+BAD_NEWS |= BAD_NEWS_MORE
