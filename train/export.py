@@ -32,7 +32,7 @@ from tutor.errors import QuimbotError
 from tutor.specs import parse_spec
 
 from .converter import converter_dir, converter_env, llama_cpp_version
-from .sft import PROVENANCE_FILE, git_state, sha256_file
+from .sft import PROVENANCE_FILE, _write_json, git_state, sha256_file
 
 # type -> (converter --outtype, llama.cpp ftype for llama_model_quantize from the f16 file)
 TYPES: dict[str, tuple[str | None, int | None]] = {
@@ -180,12 +180,6 @@ def _provenance(source: Source, kind: str, gtype: str, path: Path, seconds: floa
         "git": git_state(),
         **(extra or {}),
     }
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
 
 
 def export_dir(source: Source, settings: Settings, out_dir: str | Path | None) -> Path:

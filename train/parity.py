@@ -13,7 +13,6 @@ when mean agreement falls below ``min_agreement``, or when the good-move rate mo
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -138,7 +137,3 @@ def parity_check(checkpoint: str | Path, gguf: str | Path, settings: Settings | 
         f"{agg_gguf['good_move']:.2f} -> {'PASS' if not problems else 'FAIL: ' + '; '.join(problems)}")
     return report
 
-
-def write_report(report: dict[str, Any], path: Path) -> Path:
-    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    return path
