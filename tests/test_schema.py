@@ -154,6 +154,13 @@ def test_content_hash_fast_path_matches_the_definition():
         row = {"messages": [{"role": "system", "content": f"prompt {n} "}, {"role": "user", "content": "hi"}]}
         assert content_hash(row) == _reference_hash(row)
     assert len(hashing._SYSTEM_CACHE) <= hashing._SYSTEM_CACHE_MAX
+    assert len(hashing._SYSTEM_STATES) <= hashing._SYSTEM_CACHE_MAX
+    # the hash state cached after a system prompt is copied, never extended in place
+    row = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "a"}]}
+    for _ in range(3):
+        assert content_hash(row) == _reference_hash(row)
+    assert content_hash({"messages": [{"role": "system", "content": "S"}]}) == \
+        _reference_hash({"messages": [{"role": "system", "content": "S"}]})
     with pytest.raises(ValueError):
         content_hash({"metadata": {}})
 

@@ -579,15 +579,23 @@ def _count_hashes(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _reduce_grams(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Add up 3-gram counts by hash (keeping the words of each hash's first occurrence)."""
+    """Add up 3-gram counts by hash (keeping the words of each hash's first occurrence). Each part is
+    sorted by hash, without repeats (as _count_hashes and this function give them)."""
     parts = [p for p in parts if len(p[0])]
     if not parts:
         return _no_grams()
+    if len(parts) == 1:
+        return parts[0]
     h = np.concatenate([p[0] for p in parts])
-    c = np.concatenate([p[1] for p in parts])
-    w = np.concatenate([p[2] for p in parts])
-    unique, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-    return unique, np.bincount(inverse.reshape(-1), weights=c, minlength=len(unique)).astype(np.int64), w[first]
+    # every part is sorted by hash: a stable sort merges the runs (and keeps the earliest of equals first)
+    order = np.argsort(h, kind="stable")
+    ordered = h[order]
+    new = np.empty(len(ordered), dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    counts = np.add.reduceat(np.concatenate([p[1] for p in parts])[order], starts)
+    return ordered[starts], counts.astype(np.int64), np.concatenate([p[2] for p in parts])[order[starts]]
 
 
 class _Scanner:
@@ -625,7 +633,7 @@ class _Scanner:
             found = self.hasher.ngrams(self._flat, self._lens)  # tutor turns only (see add)
         if len(found.ngram_hashes):
             unique, first, counts = _count_hashes(found.ngram_hashes)
-            self._grams.append((unique, counts, found.ngram_words[first]))
+            self._grams.append((unique, counts, found.words(first)))
         self._flat, self._lens, self._per_row, self._counted = [], [], [], []
 
     def result(self, rejected: list[tuple[str, int | str]], lines: int = 0) -> _Scan:
@@ -645,7 +653,7 @@ def _scan_chunk(task: tuple) -> _Scan:
     scanner = _Scanner(near, num_perm)
     rejected: list[tuple[str, int | str]] = []
     add = scanner.add
-    for number, row in iter_json_lines(path, gate, start=start, end=end):
+    for number, row in iter_json_lines(path, gate, start=start, end=end, read_only=True):
         try:
             kind = check_row(row, count_tokens=count_tokens, max_tokens=max_tokens)
         except SchemaError as exc:
@@ -809,6 +817,8 @@ def scan_files(files: list[Path], *, near: bool = True, num_perm: int = 64, work
     tasks, owner = [], []
     for n, (file, size) in enumerate(zip(files, sizes)):
         parts = max(1, -(-size // chunk_bytes), workers if size >= chunk_bytes // 4 else 1)
+        if workers > 1 and parts > 1:  # a multiple of the workers, so that none sits idle at the end
+            parts = -(-parts // workers) * workers
         chunks = line_chunks(file, parts)
         for k, (start, end) in enumerate(chunks):
             tasks.append((str(file), start, end, k == len(chunks) - 1, near, num_perm, count_tokens, max_tokens))

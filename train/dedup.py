@@ -91,11 +91,27 @@ def words(text: str) -> list[str]:
 @dataclass
 class Shingles:
     """What one batch of turns gives: row signatures, and the word 3-grams of the turns marked
-    ``counted`` (hash, and the hashes of their words, to count them and name the top ones)."""
+    ``counted`` (hash, and the hashes of their words, to count them and name the top ones).
+
+    The words of a 3-gram are kept as its start in the batch's word hashes (``ngram_at``) and
+    gathered on demand (``words``): counting only ever names the first occurrence of each 3-gram."""
 
     signatures: np.ndarray | None
     ngram_hashes: np.ndarray
-    ngram_words: np.ndarray  # (n, ngram) word hashes
+    ngram_at: np.ndarray       # (n,) start of each n-gram in word_hash
+    word_hash: np.ndarray      # the batch's word hashes, back to back
+    ngram: int = 3
+
+    def words(self, index: np.ndarray | None = None) -> np.ndarray:
+        """(k, ngram) word hashes of the n-grams at ``index`` (all of them by default)."""
+        at = self.ngram_at if index is None else self.ngram_at[index]
+        if not len(at):
+            return np.zeros((0, self.ngram), dtype=np.uint64)
+        return np.stack([self.word_hash[at + j] for j in range(self.ngram)], axis=1)
+
+    @property
+    def ngram_words(self) -> np.ndarray:  # (n, ngram) word hashes
+        return self.words()
 
 
 class MinHasher:
@@ -125,6 +141,10 @@ class MinHasher:
                 lens.append(len(w))
         return self.batch(flat, lens, per_row).signatures
 
+    def _no_ngrams(self) -> Shingles:
+        return Shingles(None, np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64),
+                        self.ngram)
+
     def ngrams(self, flat: list[str], lens: Sequence[int], counted: Sequence[bool] | None = None) -> Shingles:
         """Only the n-grams of ``batch`` (no signatures): the hashes and word hashes of the ``ngram``-word
         runs of the turns marked in ``counted`` that have at least ``ngram`` words, in order; the same
@@ -136,7 +156,7 @@ class MinHasher:
             per[~np.asarray(counted, dtype=bool)] = 0
         total = int(per.sum())
         if not total:
-            return Shingles(None, np.zeros(0, dtype=np.uint64), np.zeros((0, g), dtype=np.uint64))
+            return self._no_ngrams()
         word_hash = np.fromiter(map(self.word_hashes.__getitem__, flat), dtype=np.uint64, count=len(flat))
         starts = np.cumsum(lens_a) - lens_a
         at = np.repeat(starts - (np.cumsum(per) - per), per) + np.arange(total, dtype=np.int64)
@@ -144,7 +164,7 @@ class MinHasher:
         h = columns[0]
         for column in columns[1:]:
             h = _splitmix(h) ^ column
-        return Shingles(None, _splitmix(h), np.stack(columns, axis=1))
+        return Shingles(None, _splitmix(h), at, word_hash, g)
 
     def batch(self, flat: list[str], lens: Sequence[int], per_row: Sequence[int], counted: Sequence[bool] | None = None,
               signatures: bool = True) -> Shingles:
@@ -153,7 +173,7 @@ class MinHasher:
         are returned for counting."""
         if not signatures:
             if counted is None:
-                return Shingles(None, np.zeros(0, dtype=np.uint64), np.zeros((0, self.ngram), dtype=np.uint64))
+                return self._no_ngrams()
             return self.ngrams(flat, lens, counted)
         n, k, g = len(per_row), self.num_perm, self.ngram
         word_hash = np.fromiter(map(self.word_hashes.__getitem__, flat), dtype=np.uint64, count=len(flat))
@@ -172,11 +192,9 @@ class MinHasher:
         h = _splitmix(h)
         if counted is not None and total:
             mask = np.asarray(counted, dtype=bool)[turn] & (lens_a[turn] >= g)
-            at = pos[mask]
-            grams = np.stack([word_hash[at + j] for j in range(g)], axis=1) if len(at) else np.zeros((0, g), np.uint64)
-            found = Shingles(None, h[mask], grams)
+            found = Shingles(None, h[mask], pos[mask], word_hash, g)
         else:
-            found = Shingles(None, np.zeros(0, dtype=np.uint64), np.zeros((0, g), dtype=np.uint64))
+            found = self._no_ngrams()
         if not signatures:
             return found
         sig = np.full((n, k), EMPTY, dtype=np.uint32)

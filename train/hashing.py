@@ -27,6 +27,8 @@ _SHA256 = hashlib.sha256
 _SYSTEM_CACHE: dict[str, str] = {}  # system prompt -> its normalised JSON text (rows share a few prompts)
 _SYSTEM_CACHE_MAX = 256
 _ROLE_ENDS = {role: f',"role":"{role}"}}' for role in ("system", "user", "assistant")}
+_OTHER_KEYS = tuple(k for k in TRAINING_KEYS if k != "messages")
+_SYSTEM_STATES: dict[str, Any] = {}  # system prompt -> SHA-256 state after it (see content_hash)
 
 
 def _normalise(value: Any) -> Any:
@@ -86,6 +88,32 @@ def canonical_json(row: dict[str, Any]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+def _system_state(first: Any):
+    """The SHA-256 state after the canonical text up to and including a leading system message
+    (rows share a few system prompts, often most of a row's bytes), or None for any other message."""
+    if type(first) is not dict or len(first) != 2 or first.get("role") != "system":
+        return None
+    content = first.get("content")
+    if type(content) is not str:
+        return None
+    state = _SYSTEM_STATES.get(content)
+    if state is None:
+        if len(_SYSTEM_STATES) >= _SYSTEM_CACHE_MAX:
+            _SYSTEM_STATES.clear()
+        state = _SYSTEM_STATES[content] = _SHA256(
+            ('{"messages":[{"content":' + _text(content) + _ROLE_ENDS["system"]).encode("utf-8"))
+    return state
+
+
 def content_hash(row: dict[str, Any]) -> str:
     """``qh1:<sha256>`` of the row's training content (metadata excluded)."""
+    messages = row.get("messages")
+    if type(messages) is list and messages and not any(key in row for key in _OTHER_KEYS):
+        state = _system_state(messages[0])
+        if state is not None:  # hash the rest onto the cached state of the system message
+            rest = _messages_json(messages[1:])
+            if rest is not None:
+                state = state.copy()
+                state.update(("," + rest[1:] + "}" if len(messages) > 1 else "]}").encode("utf-8"))
+                return HASH_SCHEME + ":" + state.hexdigest()
     return HASH_SCHEME + ":" + _SHA256(canonical_json(row).encode("utf-8")).hexdigest()
