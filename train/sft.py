@@ -823,14 +823,22 @@ def sft_trainer_class():
     from trl import SFTTrainer
     from trl.kernels.chunked_logprob import _use_triton
 
+    from .prefix import shared_prefix_hidden
+
     class QuimbotSFTTrainer(OrderLogMixin, SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             device = inputs["input_ids"].device
             if (return_outputs or _use_triton(device) or self.accelerator.num_processes > 1 or "labels" not in inputs
                     or "attention_mask" not in inputs or self.args.loss_type != "nll" or self.aux_loss_enabled):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            logits, targets = scored_logits(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
-                                            inputs.get("position_ids"))
+            if getattr(self, "share_prefix", False) and inputs.get("position_ids") is None:
+                base = model.get_base_model() if hasattr(model, "get_base_model") else model
+                hidden, targets = shared_prefix_hidden(base.get_decoder(), inputs["input_ids"],
+                                                       inputs["attention_mask"], inputs["labels"])
+                logits = base.get_output_embeddings()(hidden).float()
+            else:
+                logits, targets = scored_logits(model, inputs["input_ids"], inputs["attention_mask"],
+                                                inputs["labels"], inputs.get("position_ids"))
             count = targets.numel() if num_items_in_batch is None else num_items_in_batch
             loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
             mode = "train" if self.model.training else "eval"
@@ -862,6 +870,7 @@ def build_sft_trainer(run: PreparedRun, extra_callbacks=()):
                                 callbacks=[provenance, *extra_callbacks])
     _swap_progress(trainer, progress)
     _setup_order_log(trainer, run, {token_key(ex.input_ids): ex.hash for ex in run.train})
+    trainer.share_prefix = run.config.share_prefix and not run.device.gradient_checkpointing
     return trainer
 
 
