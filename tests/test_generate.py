@@ -78,6 +78,30 @@ def test_replies_take_up_the_error_from_the_tutors_side():
     assert total > 300 and taken / total > 0.97
 
 
+def test_correct_turns_are_often_restated_and_counted_things_keep_their_number():
+    """A reply to a correct turn often says the learner's point back from the tutor's side (the tutor's
+    habit whatever the learner got right or wrong, so a trained model does not fall back to a bare
+    "Oh, okay."), and sentences about counted things keep number and noun together ("I visited
+    three countries last year", never "visited last year three countries")."""
+    import random
+
+    rng = random.Random(4)
+    restated = correct = 0
+    for _ in range(4000):
+        seed = synth.make_seed(rng)
+        if seed.error_type is None:
+            correct += 1
+            reply = synth.tutor_reply(seed, "recast", rng)
+            restated += seed.tutor_form.lower() in reply.lower()
+            assert not suggest_flags(reply, seed.learner), reply
+    assert correct > 150 and 0.45 < restated / correct < 0.75
+    for _ in range(300):
+        seed = synth._counted(rng, rng.random() < 0.5)
+        for text in (seed.learner, seed.tutor_form):
+            assert not re.search(r"\b(?:year|month|yesterday|party|concert) \w+ (?:countr|book|friend|hour|ticket)",
+                                 text), text
+
+
 def test_style_comes_from_the_index_and_survives_kill_and_resume(tmp_path):
     out = tmp_path / "big.jsonl"
     code = ("import sys; from pathlib import Path; from train.generate import GenerateConfig, run_generation; "

@@ -22,7 +22,7 @@ from tutor.prompts import LEVELS, system_prompt
 from . import synth_vocab as V
 
 STYLES = ("recast", "elicitation", "expansion", "metalinguistic")
-GENERATOR = "train.synth/3"
+GENERATOR = "train.synth/4"
 
 
 @dataclass
@@ -133,7 +133,9 @@ def _counted(rng: random.Random, with_error: bool) -> Seed:
     single, plural, verb, followups = rng.choice(V.COUNTED)
     number = rng.choice(V.NUMBERS)
     noun = single if with_error else plural
-    return Seed(f"I {verb} {number} {noun}", f"you {_tutor_verb(verb)} {number} {plural}",
+    if "{n}" not in verb:
+        verb += " {n}"
+    return Seed("I " + verb.replace("{n}", f"{number} {noun}"), "you " + _tutor_verb(verb).replace("{n}", f"{number} {plural}"),
                 "plural" if with_error else None, f"{number} {single}" if with_error else None,
                 f"{number} {plural}" if with_error else None, "things", list(followups), ["That's quite a few!"])
 
@@ -597,7 +599,7 @@ FRAMES = [(_past_event, 12), (_habit, 5), (_counted, 3), (_article, 5), (_uncoun
 _FRAME_FNS = [f for f, w in FRAMES for _ in range(w)]
 
 
-def make_seed(rng: random.Random, error_rate: float = 0.85, lead: bool = True) -> Seed:
+def make_seed(rng: random.Random, error_rate: float = 0.92, lead: bool = True) -> Seed:
     seed = rng.choice(_FRAME_FNS)(rng, rng.random() < error_rate)
     _shape(rng, seed, lead)
     seed.learner = _learner_noise(rng, seed.learner, greet=lead)
@@ -663,6 +665,7 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+RESTATE_CORRECT = 0.6  # share of replies to a correct turn that restate it
 OPENERS = ["Oh, ", "Oh, ", "Ah, ", "Oh really, ", "So ", "", "Hmm, so ", "Oh, so ", "Ah, so "]
 ELICIT = ["Do you mean {f}? {q}", "You mean {f}, right? {q}", "Just to check: {f}? {q}",
           "Sorry, {f}? {q}", "Wait, {f}? {q}"]
@@ -695,6 +698,11 @@ def tutor_reply(seed: Seed, style: str, rng: random.Random) -> str:
     """The tutor's reply to a seed in a scaffolding style."""
     q = rng.choice(seed.followups)
     form = seed.tutor_form
+    if seed.error_type is None and rng.random() < RESTATE_CORRECT:
+        # a correct turn is often reflected back too ("Oh, you went hiking on Sunday? ..."): the tutor's
+        # habit is to say the learner's point in its own words, error or not
+        opener = rng.choice(OPENERS)
+        return f"{_cap(opener + form)}{'?' if rng.random() < 0.7 else '!'} {q}"
     if seed.error_type is None and seed.reactions:
         return f"{rng.choice(seed.reactions)} {q}"
     if seed.error_type is None:

@@ -298,20 +298,20 @@ HABITS = [
     ("want", "wants", "to move to Canada", ["Why Canada?", "When does {p} want to go?"]),
     ("love", "loves", "old films", ["What's {pos} favourite film?", "Do you watch them together?"]),
 ]
-# countable things after numbers: (singular, plural, verb phrase, follow-ups)
+# countable things after numbers: (singular, plural, verb phrase ({n}: where the number and noun go), follow-ups)
 COUNTED = [
     ("brother", "brothers", "have", ["Are they older or younger than you?", "What are their names?"]),
     ("sister", "sisters", "have", ["Do you get on well?", "Are they older than you?"]),
     ("cat", "cats", "have", ["What are their names?", "Are they friendly?"]),
     ("dog", "dogs", "have", ["What kind of dogs are they?", "Who walks them?"]),
-    ("book", "books", "read last month", ["Which one was the best?", "What kind of books do you like?"]),
+    ("book", "books", "read {n} last month", ["Which one was the best?", "What kind of books do you like?"]),
     ("apple", "apples", "bought", ["Were they sweet?", "What will you make with them?"]),
-    ("country", "countries", "visited last year", ["Which one did you like most?", "Where will you go next?"]),
+    ("country", "countries", "visited {n} last year", ["Which one did you like most?", "Where will you go next?"]),
     ("language", "languages", "speak", ["Which ones?", "Which one was the hardest to learn?"]),
     ("child", "children", "have", ["How old are they?", "Do they go to school?"]),
-    ("friend", "friends", "invited to my party", ["What did you do together?", "Was it a birthday party?"]),
-    ("hour", "hours", "worked yesterday", ["Were you very tired?", "Is that normal for you?"]),
-    ("ticket", "tickets", "bought for the concert", ["Who is going with you?", "When is the concert?"]),
+    ("friend", "friends", "invited {n} to my party", ["What did you do together?", "Was it a birthday party?"]),
+    ("hour", "hours", "worked {n} yesterday", ["Were you very tired?", "Is that normal for you?"]),
+    ("ticket", "tickets", "bought {n} for the concert", ["Who is going with you?", "When is the concert?"]),
 ]
 NUMBERS = ["two", "three", "four", "five"]
 # things taking "an": (noun, verb past, follow-ups)
