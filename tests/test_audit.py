@@ -338,3 +338,22 @@ def test_the_audits_fast_json_reader_passes_and_fails_the_same_lines(tmp_path):
             assert fast == slow or (n == 2 and fast.keys() == slow.keys())  # NaN != NaN
     total = audit_path(path).total
     assert total.rows == 3 and total.exact_duplicates == 2 and total.rejected == len(lines) - 2 - 3
+
+
+def test_line_numbers_survive_chunking_with_blank_and_bad_lines(tmp_path):
+    """Chunks number their lines from the lines the previous chunks read (blank ones included)."""
+    rng = random.Random(6)
+    lines = []
+    for i in range(240):
+        a, b = rng.choice(CLEAN)
+        lines.append(json.dumps(row(f"{a} {i}", b)))
+        if i % 17 == 0:
+            lines.append("")
+        if i % 29 == 0:
+            lines.append('{"broken": ')
+    path = tmp_path / "gaps.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    expected = [f"{path}:{n}" for n, text in enumerate(lines, 1) if text.startswith('{"broken')]
+    for kw in ({"workers": 1}, {"workers": 2, "chunk_bytes": 3000}):
+        audit = audit_path(path, **kw).total
+        assert [e.split(": ")[0] for e in audit.rejection_examples] == expected[:20], kw

@@ -103,7 +103,8 @@ def iter_json_lines(path: str | Path, report: GateReport | None = None, *, start
             number += 1
             if remaining is not None:
                 remaining -= len(raw)
-                if remaining < 0:
+                if remaining < 0:  # the first line of the next range
+                    number -= 1
                     break
             if raw[:3] == BOM:
                 raw = raw[3:]
@@ -129,6 +130,8 @@ def iter_json_lines(path: str | Path, report: GateReport | None = None, *, start
             if report is None:
                 raise error
             report.rejected.append(error)
+        if report is not None:
+            report.lines += number - first_line + 1
 
 
 def _orjson_loads():

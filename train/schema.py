@@ -108,6 +108,7 @@ def check_row(row: Any, *, count_tokens: Callable[[dict], int] | None = None,
 class GateReport:
     accepted: int = 0
     rejected: list[SchemaError] = field(default_factory=list)
+    lines: int = 0  # lines read (blank ones included), set by train.importers.iter_json_lines
 
     def summary(self) -> str:
         lines = [f"{self.accepted} rows accepted, {len(self.rejected)} rejected"]
