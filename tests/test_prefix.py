@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.prefix import prefix_groups, shared_prefix_hidden  # noqa: E402
+from train.prefix import prefix_groups  # noqa: E402
 
 
 def _batch(rows: list[list[int]], labelled_from: list[int], pad: int = 0):
@@ -67,15 +67,9 @@ def test_same_loss_and_gradients_as_a_full_forward():
     labels = torch.tensor([e[1] + [-100] * (ids.shape[1] - len(e[1])) for e in encoded])
     groups = prefix_groups(ids, labels)
     assert any(len(g.rows) > 1 and g.prefix > 50 for g in groups), groups   # the system prompt is shared
-    base = model.get_base_model()
-
     def loss_and_grads(shared: bool):
         model.zero_grad()
-        if shared:
-            hidden, targets = shared_prefix_hidden(base.get_decoder(), ids, mask, labels)
-            logits = base.get_output_embeddings()(hidden)
-        else:
-            logits, targets = scored_logits(model, ids, mask, labels)
+        logits, targets = scored_logits(model, ids, mask, labels, share_prefix=shared)  # the trainer's call
         loss = F.cross_entropy(logits.float(), targets, reduction="sum") / targets.numel()
         loss.backward()
         return loss.item(), targets.numel(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}

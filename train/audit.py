@@ -565,15 +565,20 @@ def _no_grams() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros((0, 3), np.uint64)
 
 
+def _run_starts(ordered: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts in a sorted array."""
+    new = np.empty(len(ordered), dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    return np.flatnonzero(new)
+
+
 def _count_hashes(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``np.unique(h, return_index=True, return_counts=True)`` (counts as int64), with a faster unstable
     sort: the first index of each value is the least index among its equal entries."""
     order = np.argsort(h)
     ordered = h[order]
-    new = np.empty(len(ordered), dtype=bool)
-    new[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
+    starts = _run_starts(ordered)
     counts = np.diff(np.append(starts, len(ordered))).astype(np.int64)
     return ordered[starts], np.minimum.reduceat(order, starts), counts
 
@@ -590,10 +595,7 @@ def _reduce_grams(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tup
     # every part is sorted by hash: a stable sort merges the runs (and keeps the earliest of equals first)
     order = np.argsort(h, kind="stable")
     ordered = h[order]
-    new = np.empty(len(ordered), dtype=bool)
-    new[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
+    starts = _run_starts(ordered)
     counts = np.add.reduceat(np.concatenate([p[1] for p in parts])[order], starts)
     return ordered[starts], counts.astype(np.int64), np.concatenate([p[2] for p in parts])[order[starts]]
 

@@ -109,10 +109,6 @@ class Shingles:
             return np.zeros((0, self.ngram), dtype=np.uint64)
         return np.stack([self.word_hash[at + j] for j in range(self.ngram)], axis=1)
 
-    @property
-    def ngram_words(self) -> np.ndarray:  # (n, ngram) word hashes
-        return self.words()
-
 
 class MinHasher:
     """One-permutation MinHash signatures (``num_perm`` bins, a power of two) of word shingles.

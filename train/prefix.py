@@ -1,6 +1,6 @@
 """Shared-prefix forward for training: the system prompt of a micro-batch is run once, not once a row.
 
-Every Stage 1 row starts with the same system turn for its learner level (about 130 of its ~190 tokens
+Every Stage 1 row starts with the same system turn for its learner level (about 116 of its ~190 tokens
 with the bundled template), and no label falls inside it. Causal attention makes the keys and values
 of an identical prefix identical in every row, so they can be computed once on one row and repeated
 across the rows that share it; the rest of each row then runs against that cache. The loss and the
@@ -66,7 +66,7 @@ def shared_prefix_hidden(decoder, input_ids, attention_mask, labels, min_prefix:
         index = torch.tensor(group.rows, device=input_ids.device)
         ids, mask, lab = input_ids[index], attention_mask[index], labels[index]
         p = group.prefix
-        if len(group.rows) == 1 or p < min_prefix:
+        if len(group.rows) == 1:  # a group of several rows shares at least min_prefix tokens
             hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1]
             targets = lab[:, 1:]
         else:

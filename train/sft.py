@@ -797,10 +797,17 @@ class TrainResult:
     perplexity: list[dict] | None
 
 
-def scored_logits(model, input_ids, attention_mask, labels, position_ids=None):
+def scored_logits(model, input_ids, attention_mask, labels, position_ids=None, share_prefix: bool = False):
     """(logits, targets) at the positions whose next token has a label - the LM head runs on those
-    rows only, not on the whole (batch, length, vocabulary) block. Works on PEFT-wrapped models."""
+    rows only, not on the whole (batch, length, vocabulary) block. Works on PEFT-wrapped models.
+    ``share_prefix`` (right-padded rows, no position_ids): the token prefix rows share runs once
+    (train.prefix); the targets then come group by group, not row by row."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if share_prefix and position_ids is None:
+        from .prefix import shared_prefix_hidden
+
+        hidden, targets = shared_prefix_hidden(base.get_decoder(), input_ids, attention_mask, labels)
+        return base.get_output_embeddings()(hidden).float(), targets
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
     if position_ids is not None:
         kwargs["position_ids"] = position_ids
@@ -823,22 +830,14 @@ def sft_trainer_class():
     from trl import SFTTrainer
     from trl.kernels.chunked_logprob import _use_triton
 
-    from .prefix import shared_prefix_hidden
-
     class QuimbotSFTTrainer(OrderLogMixin, SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             device = inputs["input_ids"].device
             if (return_outputs or _use_triton(device) or self.accelerator.num_processes > 1 or "labels" not in inputs
                     or "attention_mask" not in inputs or self.args.loss_type != "nll" or self.aux_loss_enabled):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            if getattr(self, "share_prefix", False) and inputs.get("position_ids") is None:
-                base = model.get_base_model() if hasattr(model, "get_base_model") else model
-                hidden, targets = shared_prefix_hidden(base.get_decoder(), inputs["input_ids"],
-                                                       inputs["attention_mask"], inputs["labels"])
-                logits = base.get_output_embeddings()(hidden).float()
-            else:
-                logits, targets = scored_logits(model, inputs["input_ids"], inputs["attention_mask"],
-                                                inputs["labels"], inputs.get("position_ids"))
+            logits, targets = scored_logits(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
+                                            inputs.get("position_ids"), getattr(self, "share_prefix", False))
             count = targets.numel() if num_items_in_batch is None else num_items_in_batch
             loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
             mode = "train" if self.model.training else "eval"
