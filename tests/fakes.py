@@ -28,6 +28,12 @@ chat requests only, later ones succeed):
     truncated     the body ends cleanly after two chunks, without the final done / [DONE]
     slow          nothing at all is sent for ``delay`` seconds (the client should time out)
     stall         two good chunks, then nothing for ``delay`` seconds
+
+Options for load and concurrency tests: ``latency=SECONDS`` holds every chat request that long
+before answering (each request has its own handler thread, so concurrent requests overlap, as on a
+real batching server); ``reply=fn`` replaces ``reply_for`` (fn(messages) -> text);
+``retry_after="2"`` (or None for no header) is what a 429 carries. ``in_flight`` / ``max_in_flight``
+count chat requests being handled right now / at most at once.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 MODES = {"ok", "not_found", "server_error", "no_credits", "rate_limited", "malformed",
@@ -70,6 +77,21 @@ def reply_for(messages: list[dict[str, Any]]) -> str:
     return f"Oh, you said: {last_user_content(messages)}? Tell me more."
 
 
+def tutor_like_reply(messages: list[dict[str, Any]]) -> str:
+    """A reply fn for ``reply=``: answers a ``quimbot data generate`` prompt the way a tutor model
+    might (the correct form in a short reply, then a question), derived only from the prompt, so
+    the same prompt always gets the same reply. Some pass the generation quality filter, some not."""
+    prompt = last_user_content(messages)
+    said = re.search(r'The learner said: "(.*)"', prompt)
+    right = re.search(r'should be "(.*)"\.', prompt)
+    topic = (said.group(1).split()[-1].strip(".,!?") if said and said.group(1).split() else "that")
+    if right and len(prompt) % 5 == 0:  # now and then the red pen a real model also produces
+        return f"The correct form is \"{right.group(1)}\", not what you wrote. Try again?"
+    if right:
+        return f"Oh, {right.group(1)}, nice! What did you like most about the {topic}?"
+    return f"That sounds great. What else can you tell me about the {topic}?"
+
+
 def reply_pieces(messages: list[dict[str, Any]], limit: int | None = None) -> tuple[list[str], str]:
     """The streamed pieces (one word each, with its leading space) and the finish reason."""
     pieces = re.findall(r"\s*\S+", reply_for(messages))
@@ -90,6 +112,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any = None  # parsed JSON, or the raw text when it was not JSON
     received_at: float = field(default_factory=time.monotonic)
+    answered_at: float | None = None  # when the handler finished (monotonic)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -166,13 +189,20 @@ class _Server(ThreadingHTTPServer):
 
 class _FakeServer:
     chat_path = ""
+    port_wanted = 0  # 0: any free port
 
     def __init__(self, mode: str = "ok", *, models: tuple[str, ...] | list[str] = ("smollm2:135m",),
-                 fail_first: int | None = None, delay: float = 10.0):
+                 fail_first: int | None = None, delay: float = 10.0, latency: float = 0.0,
+                 reply: Callable[[list[dict[str, Any]]], str] | None = None, retry_after: str | None = "1"):
         self.mode = mode
         self.models = list(models)
         self.fail_first = fail_first
         self.delay = delay
+        self.latency = latency
+        self.reply = reply
+        self.retry_after = retry_after
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -182,7 +212,7 @@ class _FakeServer:
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> "_FakeServer":
         handler = type(f"{type(self).__name__}Handler", (_Handler,), {"fake": self})
-        self._httpd = _Server(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", self.port_wanted), handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=type(self).__name__, daemon=True)
         self._thread.start()
@@ -251,10 +281,31 @@ class _FakeServer:
 
     def _handle(self, handler: _Handler, method: str) -> None:
         request, n_chat = self._record(handler, method)
+        is_chat = method == "POST" and request.path == self.chat_path
+        if is_chat:
+            with self._lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if is_chat and self.latency > 0:
+                self._release.wait(self.latency)
             self.route(handler, request, n_chat)
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True
+        finally:
+            request.answered_at = time.monotonic()
+            if is_chat:
+                with self._lock:
+                    self.in_flight -= 1
+
+    def pieces(self, messages: list[dict[str, Any]], limit: int | None) -> tuple[list[str], str]:
+        """``reply_pieces``, or the pieces of ``self.reply(messages)`` when a reply function is set."""
+        if self.reply is None:
+            return reply_pieces(messages, limit)
+        pieces = re.findall(r"\s*\S+", self.reply(messages))
+        if limit is not None and 0 <= limit < len(pieces):
+            return pieces[:limit], "length"
+        return pieces, "stop"
 
     def route(self, handler: _Handler, request: RecordedRequest, n_chat: int) -> None:
         raise NotImplementedError
@@ -317,7 +368,7 @@ class FakeOllama(_FakeServer):
         messages = body.get("messages") or []
         options = body.get("options") or {}
         limit = options.get("num_predict")
-        pieces, reason = reply_pieces(messages, limit if isinstance(limit, int) and limit >= 0 else None)
+        pieces, reason = self.pieces(messages, limit if isinstance(limit, int) and limit >= 0 else None)
         final = {
             "model": model, "created_at": _now_ollama(),
             "message": {"role": "assistant", "content": "" if body.get("stream", True) else "".join(pieces)},
@@ -398,7 +449,8 @@ class FakeOpenAI(_FakeServer):
             return
         if mode == "rate_limited":
             handler.send_json(429, {"error": {"message": "Rate limit exceeded: free-models-per-min.",
-                                              "code": 429}}, headers={"Retry-After": "1"})
+                                              "code": 429}},
+                            headers={"Retry-After": self.retry_after} if self.retry_after is not None else None)
             return
         if mode == "server_error":
             handler.send_json(500, {"error": {"message": "The server had an error while processing your "
@@ -409,7 +461,7 @@ class FakeOpenAI(_FakeServer):
             self._wait()
         messages = body.get("messages") or []
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        pieces, reason = reply_pieces(messages, limit if isinstance(limit, int) else None)
+        pieces, reason = self.pieces(messages, limit if isinstance(limit, int) else None)
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         usage = {"prompt_tokens": prompt_token_count(messages), "completion_tokens": len(pieces),
@@ -466,3 +518,104 @@ class FakeOpenAI(_FakeServer):
                 "system_fingerprint": "fp_fake", "choices": [], "usage": usage}) + "\n\n")
         handler.write_chunk("data: [DONE]\n\n")
         handler.end_stream()
+
+
+# ------------------------------------------------------------------ as a process of its own
+def _serve_forever(server: _FakeServer) -> None:
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    with server:
+        print(f"fake server listening on {server.url}", flush=True)
+        stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a fake server in its own process (so it does not share the client's interpreter):
+
+        python tests/fakes.py openai --port 8000 [--latency 0.3] [--reply tutor] [--model NAME ...]
+        python tests/fakes.py vllm serve BASE --enable-lora --lora-modules NAME=PATH ... --port 8000 [...]
+
+    The ``vllm`` form takes vLLM's own command line (what ``vllm serve`` would be given), refuses LoRA
+    modules without ``--enable-lora`` as vLLM does, and lists the base (or ``--served-model-name``) and
+    every LoRA module as models; other vLLM options are accepted and ignored."""
+    import argparse
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["vllm", "serve"]:
+        p = argparse.ArgumentParser(prog="fake vllm serve")
+        p.add_argument("model")
+        p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--enable-lora", action="store_true")
+        p.add_argument("--lora-modules", nargs="+", default=[])
+        p.add_argument("--served-model-name", nargs="+")
+        p.add_argument("--latency", type=float, default=0.0)
+        args, _ignored = p.parse_known_args(argv[2:])
+        if args.lora_modules and not args.enable_lora:
+            print("error: --lora-modules needs --enable-lora", file=sys.stderr)
+            return 2
+        names = list(args.served_model_name or [args.model])
+        for item in args.lora_modules:
+            if item.lstrip().startswith("{"):
+                names.append(json.loads(item)["name"])
+            else:
+                names.append(item.split("=", 1)[0])
+        server = FakeOpenAI(models=names, latency=args.latency)
+    elif argv[:1] == ["openai"]:
+        p = argparse.ArgumentParser(prog="fakes.py openai")
+        p.add_argument("--port", type=int, default=0)
+        p.add_argument("--latency", type=float, default=0.0)
+        p.add_argument("--reply", choices=("echo", "tutor"), default="echo")
+        p.add_argument("--model", action="append", dest="models")
+        args = p.parse_args(argv[1:])
+        server = FakeOpenAI(models=args.models or ["tutor-test"], latency=args.latency,
+                            reply=tutor_like_reply if args.reply == "tutor" else None)
+    else:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    server.port_wanted = args.port
+    _serve_forever(server)
+    return 0
+
+
+def run_fake_process(args: list[str], timeout: float = 60):
+    """Start ``python tests/fakes.py ARGS`` and wait until it listens; returns the Popen (stop it with
+    ``stop_fake_process``). ARGS must include ``--port``."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    ready = threading.Event()
+    lines: list[str] = []
+
+    def watch() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if "listening on" in line:
+                ready.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    if not ready.wait(timeout):
+        stop_fake_process(proc)
+        raise RuntimeError(f"fake server {args[:2]} did not start: {''.join(lines)[-2000:]}")
+    return proc
+
+
+def stop_fake_process(proc) -> None:
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,14 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from fakes import FakeOpenAI
+from fakes import FakeOpenAI, tutor_like_reply
 
-from train.generate import GenerateConfig, GenerationPaused, run_generation
+from train.generate import TIMING_FIELDS, GenerateConfig, GenerationPaused, run_generation
 from train.mix import build_mix, load_mix_config
 from train.schema import GateReport, read_rows
 from train import synth
@@ -183,17 +184,215 @@ def test_cloud_lane_falls_back_to_the_offline_lane(tmp_path):
     assert entries(out) == list(range(30))
 
 
+class FakeTime:
+    """A clock and a sleep for the generation throttle: sleeping returns at once and moves the clock."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.slept: list[float] = []
+        self._lock = threading.Lock()
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.slept.append(round(seconds, 6))
+            self.now += seconds
+
+
 def test_rate_limits_are_retried_with_backoff_a_bounded_number_of_times(tmp_path):
-    delays = []
-    with FakeOpenAI(mode="rate_limited", fail_first=2) as server:
+    t = FakeTime()
+    with FakeOpenAI(mode="rate_limited", fail_first=2, retry_after=None) as server:  # no Retry-After: backoff
         report = run_generation(GenerateConfig(out=tmp_path / "r.jsonl", n=1, lanes=[cloud(server)], retries=3,
-                                               backoff_s=0.5), progress=False, sleep=delays.append)
-        assert server.chat_count == 3 and delays == [0.5, 1.0] and report.finished
+                                               backoff_s=0.5), progress=False, sleep=t.sleep, clock=t.clock)
+        assert server.chat_count == 3 and t.slept == [0.5, 1.0] and report.finished
+    for header, expected in (("1", [1.0, 1.0]), ("3", [3.0, 3.0])):  # Retry-After wins when it is longer
+        t = FakeTime()
+        with FakeOpenAI(mode="rate_limited", fail_first=2, retry_after=header) as server:
+            report = run_generation(GenerateConfig(out=tmp_path / f"r{header}.jsonl", n=1, lanes=[cloud(server)],
+                                                   retries=3, backoff_s=0.5), progress=False, sleep=t.sleep,
+                                    clock=t.clock)
+            assert server.chat_count == 3 and t.slept == expected and report.slowdowns == {cloud(server): 2}
+    delays = []
     with FakeOpenAI(mode="server_error") as server:
         with pytest.raises(GenerationPaused, match="after 3 attempt"):
             run_generation(GenerateConfig(out=tmp_path / "s.jsonl", n=3, lanes=[cloud(server)], retries=2,
                                           backoff_s=0.1), progress=False, sleep=delays.append)
         assert server.chat_count == 3  # bounded: never retried forever
+    with FakeOpenAI(mode="rate_limited", retry_after="3600") as server:  # a wait longer than allowed: paused
+        with pytest.raises(GenerationPaused, match="asks to wait 3600 s"):
+            run_generation(GenerateConfig(out=tmp_path / "l.jsonl", n=3, lanes=[cloud(server)], retries=3),
+                           progress=False, sleep=delays.append)
+        assert server.chat_count == 1
+
+
+# ---------------------------------------------------------------- concurrent model lanes
+def tutor_cloud(server: FakeOpenAI) -> str:
+    return f"openai:{server.model}?base_url={server.url}/v1&retries=0&timeout=20"
+
+
+def files_of(out: Path) -> tuple[str, str]:
+    rejects = out.with_name(out.name + ".rejects.jsonl")
+    return out.read_text(), rejects.read_text() if rejects.exists() else ""
+
+
+def test_concurrent_lane_keeps_n_requests_in_flight_and_writes_what_the_sequential_run_writes(tmp_path):
+    with FakeOpenAI(latency=0.05, reply=tutor_like_reply) as server:
+        spec = tutor_cloud(server)
+        one = run_generation(GenerateConfig(out=tmp_path / "c1.jsonl", n=40, lanes=[spec], rotate_every=7),
+                             progress=False)
+        assert server.max_in_flight == 1
+        server.max_in_flight = 0
+        many = run_generation(GenerateConfig(out=tmp_path / "c8.jsonl", n=40, lanes=[spec], rotate_every=7,
+                                             concurrency=8), progress=False)
+        assert server.max_in_flight == 8 and server.chat_count == 80  # 8 at once, every entry asked once
+    assert one.finished and many.finished and many.concurrency == 8 and one.written > 0 and one.rejected > 0
+    assert files_of(tmp_path / "c8.jsonl") == files_of(tmp_path / "c1.jsonl")  # same rows, same order
+    strip = set(TIMING_FIELDS) | {"out", "concurrency"}
+    assert {k: v for k, v in many.to_dict().items() if k not in strip} == \
+        {k: v for k, v in one.to_dict().items() if k not in strip}
+    indices = [json.loads(line)["metadata"]["index"] for line in (tmp_path / "c8.jsonl").read_text().splitlines()]
+    assert indices == sorted(indices)  # written in index order
+    for line in (tmp_path / "c8.jsonl").read_text().splitlines():
+        meta = json.loads(line)["metadata"]
+        assert meta["style"] == style_for(meta["index"], 7)  # entry i gets the style of index i
+    assert entries(tmp_path / "c8.jsonl") == list(range(40))
+
+
+def test_in_process_lanes_run_one_request_at_a_time():
+    from train.generate import lane_concurrency
+
+    assert lane_concurrency("gguf:default", 16) == 1 and lane_concurrency("hf:runs/r/checkpoint-50", 16) == 1
+    assert lane_concurrency("ollama:qwen3:8b", 16) == 16 and lane_concurrency("openrouter:x/y", 4) == 4
+    assert lane_concurrency("openai:m?base_url=http://127.0.0.1:8000/v1", 0) == 1
+
+
+def _flip_to_402_after(server: FakeOpenAI, k: int):
+    """A reply fn that answers normally k times, then turns the server's account dry (HTTP 402)."""
+    count = {"n": 0}
+    lock = threading.Lock()
+
+    def reply(messages):
+        with lock:
+            count["n"] += 1
+            if count["n"] >= k:
+                server.mode = "no_credits"
+        return tutor_like_reply(messages)
+
+    return reply
+
+
+def test_402_with_requests_in_flight_pauses_the_lane_at_once_and_loses_nothing(tmp_path):
+    out = tmp_path / "flight.jsonl"
+    with FakeOpenAI(latency=0.05) as server:
+        server.reply = _flip_to_402_after(server, 20)
+        spec = tutor_cloud(server)
+        cfg = GenerateConfig(out=out, n=120, lanes=[spec], rotate_every=9, concurrency=6)
+        with pytest.raises(GenerationPaused, match="HTTP 402"):
+            run_generation(cfg, progress=False, sleep=lambda s: None)
+        asked = server.chat_count
+        assert 20 < asked <= 20 + 2 * 6  # only requests already in flight met the 402; nothing new was sent
+        written = entries(out)
+        assert written == list(range(len(written))) and len(written) <= 20  # a contiguous prefix, in order
+        server.reply, server.mode = tutor_like_reply, "ok"  # credits are back: the same command resumes
+        report = run_generation(cfg, progress=False)
+        assert report.resumed_from == len(written) and report.finished
+    assert entries(out) == list(range(120))  # the entries in flight at the 402 were redone, none twice
+    fresh = tmp_path / "fresh.jsonl"
+    with FakeOpenAI(reply=tutor_like_reply) as server:
+        fresh_spec = tutor_cloud(server)
+        run_generation(GenerateConfig(out=fresh, n=120, lanes=[fresh_spec], rotate_every=9, concurrency=6),
+                       progress=False)
+    assert files_of(out) == tuple(text.replace(fresh_spec, spec) for text in files_of(fresh))
+
+
+def test_402_in_flight_falls_back_to_the_next_lane_entry_by_entry(tmp_path):
+    out = tmp_path / "fallback.jsonl"
+    with FakeOpenAI(latency=0.05) as server:
+        server.reply = _flip_to_402_after(server, 10)
+        spec = tutor_cloud(server)
+        report = run_generation(GenerateConfig(out=out, n=80, lanes=[spec, "offline"], rotate_every=9,
+                                               concurrency=6), progress=False)
+        assert server.chat_count <= 10 + 2 * 6
+    assert report.finished and "HTTP 402" in report.paused_lanes[spec]
+    assert entries(out) == list(range(80))
+    lanes = {}
+    for line in out.read_text().splitlines():
+        meta = json.loads(line)["metadata"]
+        lanes[meta["index"]] = meta["lane"]
+    assert "offline" in {lanes[i] for i in range(70, 80) if i in lanes}
+
+
+def test_429_slows_the_whole_lane_down_with_bounded_retries(tmp_path):
+    t = FakeTime()
+    with FakeOpenAI(mode="rate_limited", fail_first=3, retry_after="2", reply=tutor_like_reply,
+                    latency=0.02) as server:
+        spec = tutor_cloud(server)
+        report = run_generation(GenerateConfig(out=tmp_path / "slow.jsonl", n=30, lanes=[spec], concurrency=8,
+                                               retries=3, backoff_s=0.5), progress=False, sleep=t.sleep,
+                                clock=t.clock)
+        assert server.chat_count == 33  # each 429 retried once, nothing more
+    assert report.finished and report.slowdowns == {spec: 3} and entries(tmp_path / "slow.jsonl") == list(range(30))
+    assert t.slept[0] == 2.0 and max(t.slept) <= 2.0  # the lane waited for Retry-After (not the 0.5 s backoff)
+    with FakeOpenAI(mode="rate_limited", retry_after="1", latency=0.02) as server:
+        with pytest.raises(GenerationPaused, match="after 3 attempt"):
+            run_generation(GenerateConfig(out=tmp_path / "always.jsonl", n=50, lanes=[tutor_cloud(server)],
+                                          concurrency=4, retries=2), progress=False, sleep=FakeTime().sleep)
+        assert server.chat_count <= 3 * 4  # bounded: at most retries + 1 tries for each request in flight
+
+
+def test_lane_throttle_halves_on_429_and_grows_back():
+    from train.generate import LaneThrottle
+
+    t = FakeTime()
+    throttle = LaneThrottle(8, clock=t.clock, sleep=t.sleep)
+    throttle.slow_down(2.0)
+    assert throttle.allowed == 4 and throttle.not_before == 2.0
+    throttle.slow_down(1.0)
+    assert throttle.allowed == 2 and throttle.not_before == 2.0  # the longer wait holds
+    assert throttle.acquire() and t.slept == [2.0]  # the next request waits for the server
+    throttle.release(ok=True)
+    throttle.acquire()
+    throttle.release(ok=True)
+    assert throttle.allowed == 3  # two successes at 2 in flight: one more
+    throttle.pause("out of credits")
+    assert not throttle.acquire() and throttle.paused == "out of credits"
+
+
+def test_kill_minus_9_with_requests_in_flight_loses_and_duplicates_nothing(tmp_path):
+    out = tmp_path / "killed.jsonl"
+    with FakeOpenAI(latency=0.05, reply=tutor_like_reply) as server:
+        spec = tutor_cloud(server)
+        code = ("from pathlib import Path; from train.generate import GenerateConfig, run_generation; "
+                f"run_generation(GenerateConfig(out=Path({str(out)!r}), n=300, lanes=[{spec!r}], rotate_every=11, "
+                "concurrency=8), progress=False)")
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+        in_flight = 0
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None:
+                lines = out.read_text().count("\n") if out.exists() else 0
+                in_flight = server.in_flight
+                if lines >= 30 and in_flight >= 2:
+                    break
+                time.sleep(0.01)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+        assert in_flight >= 2, "the run was not killed with requests in flight"
+        killed_at = len(entries(out))
+        assert 0 < killed_at < 300
+        with open(out, "ab") as fh:  # and a torn last line
+            fh.write(b'{"messages": [{"role": "sys')
+        report = run_generation(GenerateConfig(out=out, n=300, lanes=[spec], rotate_every=11, concurrency=8),
+                                progress=False)
+        assert report.finished and report.resumed_from == killed_at
+        fresh = tmp_path / "fresh.jsonl"
+        run_generation(GenerateConfig(out=fresh, n=300, lanes=[spec], rotate_every=11, concurrency=8), progress=False)
+    assert entries(out) == list(range(300))  # nothing lost, nothing twice
+    assert files_of(out) == files_of(fresh)  # the same rows as an uninterrupted run, in index order
 
 
 def test_starter_mix_builds_offline_with_a_manifest(tmp_path):
@@ -330,3 +529,12 @@ def test_offline_lane_audit_shows_no_dominant_opener(tmp_path):
     audit = audit_path(out, near=False).total
     assert audit.rejected == 0 and audit.echo["count"] == 0 and audit.red_pen["count"] == 0
     assert audit.dominant_opener is None or audit.dominant_opener[2] < 0.15, audit.dominant_opener
+
+
+def test_thinking_blocks_of_reasoning_models_are_not_kept_as_replies():
+    from train.generate import strip_thinking
+
+    assert strip_thinking("<think>\nThe learner means went.\n</think>\n\nOh, you went? Where?") == "Oh, you went? Where?"
+    assert strip_thinking("<think>\n\n</think>\n\nOh, you went?") == "Oh, you went?"
+    assert strip_thinking("<think>still thinking when the token limit came") == ""  # -> rejected as empty
+    assert strip_thinking("Oh, you went? <think> is a word here") == "Oh, you went? <think> is a word here"

@@ -17,7 +17,8 @@ def add_commands(data_sub) -> None:
         "(recast, elicitation, expansion, metalinguistic) every N entries. Lanes are tried in order for every "
         "entry: 'offline' (programmatic, no model) or a model spec (ollama:NAME local lane; gguf:PATH or "
         "hf:... in-process lane; openrouter:NAME or openai:NAME?base_url=... cloud lane). HTTP 402 pauses a "
-        "lane; 429/5xx are retried with backoff a bounded number of times. Rerunning the same command resumes "
+        "lane; 429/5xx are retried with backoff a bounded number of times. --concurrency N keeps N requests in flight "
+        "per model lane (rows are still written in index order). Rerunning the same command resumes "
         "an interrupted run with no entry lost or written twice. Exit code 3: every lane paused, progress saved.")
     p.add_argument("--out", type=Path, required=True, help="output JSONL (plus OUT.rejects.jsonl, OUT.params.json)")
     p.add_argument("--n", type=int, required=True, help="number of entries (rows + rejected entries)")
@@ -28,6 +29,12 @@ def add_commands(data_sub) -> None:
     p.add_argument("--retries", type=int, default=3, help="retries of a model lane on 429/5xx (default 3)")
     p.add_argument("--backoff", type=float, default=2.0, help="first backoff in seconds, doubling (default 2)")
     p.add_argument("--max-words", type=int, default=60, help="longest tutor reply kept, in words (default 60)")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="requests in flight per model lane (default 1). Ollama: up to its OLLAMA_NUM_PARALLEL; "
+                   "vLLM / llama-server: about the server's batch slots (-np); OpenRouter: 4-16, less on free "
+                   "models. A 429 halves it for a while; gguf:/hf: lanes always run one at a time")
+    p.add_argument("--max-retry-after", type=float, default=300.0, metavar="SECONDS",
+                   help="pause a lane whose server asks (Retry-After) to wait longer than this (default 300)")
     p.set_defaults(func=cmd_generate)
 
     p = data_sub.add_parser(
@@ -43,10 +50,11 @@ def add_commands(data_sub) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import GenerateConfig, GenerationPaused, run_generation
 
-    if args.n < 1 or args.rotate_every < 1:
-        raise QuimbotError("--n and --rotate-every must be at least 1.")
+    if args.n < 1 or args.rotate_every < 1 or args.concurrency < 1:
+        raise QuimbotError("--n, --rotate-every and --concurrency must be at least 1.")
     cfg = GenerateConfig(out=args.out, n=args.n, lanes=args.lanes or ["offline"], rotate_every=args.rotate_every,
-                         seed=args.seed, retries=args.retries, backoff_s=args.backoff, max_words=args.max_words)
+                         seed=args.seed, retries=args.retries, backoff_s=args.backoff, max_words=args.max_words,
+                         concurrency=args.concurrency, max_retry_after_s=args.max_retry_after)
     try:
         report = run_generation(cfg)
     except GenerationPaused as exc:
