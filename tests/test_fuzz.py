@@ -11,7 +11,7 @@ from train.importers import ConversionError, convert_record
 from train.schema import SchemaError, check_row, read_rows, GateReport
 from tutor.detector import suggest_flags
 from tutor.errors import InputError
-from tutor.privacy import scrub
+from tutor.privacy import Scrubber
 from tutor.session import MAX_MESSAGE_CHARS, clean_message
 
 MANY = settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -81,17 +81,27 @@ def test_chat_input_is_cleaned_or_refused_with_a_reason(text):
         cleaned.encode("utf-8")  # no lone surrogates
 
 
+REGEX, PRESIDIO = Scrubber("regex"), Scrubber("presidio")  # Presidio loads on first use, once
+
+
 @MANY
 @given(st.text(max_size=200), st.text(max_size=200))
 def test_scrubber_and_detector_never_crash(learner, reply):
-    out, counts = scrub(learner)
+    out, counts = REGEX.scrub(learner)
     assert isinstance(out, str) and all(v > 0 for v in counts.values())
     for s in suggest_flags(reply, learner, "beginner"):
         assert s.reason and s.evidence
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_presidio_scrubber_never_crashes(learner):
+    out, counts = PRESIDIO.scrub(learner)
+    assert isinstance(out, str) and all(v > 0 for v in counts.values())
+
+
 @settings(max_examples=500, deadline=None)
-@given(st.emails(), st.text(alphabet="abc ", max_size=10))
-def test_emails_never_survive_scrubbing(email, filler):
-    out, _ = scrub(f"{filler} write me at {email} {filler}")
+@given(st.emails(), st.text(alphabet="abc ", max_size=10), st.sampled_from([REGEX, PRESIDIO]))
+def test_emails_never_survive_scrubbing(email, filler, scrubber):
+    out, _ = scrubber.scrub(f"{filler} write me at {email} {filler}")
     assert email not in out

@@ -6,6 +6,7 @@ import pytest
 
 from tutor.errors import InputError
 from tutor.feedback import Feedback, FlagFilters
+from tutor.privacy import Scrubber
 from tutor.stage2 import export_stage2
 from tutor.store import Store
 
@@ -60,8 +61,36 @@ def test_export_rows_manifest_and_privacy(flagged, tmp_path):
     assert manifest["rows_added"] == 3 and manifest["per_reason"] == {"red_pen": 2, "rule_dump": 1,
                                                                       "missed_error": 1, "no_follow_up": 1}
     assert manifest["pii_scrubbed"]["email"] >= 1 and manifest["files"]["sft.jsonl"]["sha256"]
+    assert manifest["pii_engine"]["engine"] in ("presidio", "regex") and manifest["pii_engine"]["detail"]
     saved = json.loads(open(manifest["manifest_path"]).read())
     assert saved["files"] == manifest["files"] and saved["hash_scheme"] == "qh1"
+
+
+@pytest.mark.parametrize("engine", ["presidio", "regex"])
+def test_personal_data_never_reaches_the_files_and_names_are_scrubbed_everywhere(store, tmp_path, engine):
+    """Issue 15: what a tester's flag exported, in sft, preference and unpaired rows alike."""
+    _, (t1, t2) = dialogue(store, [
+        ("hi, my name is ana lopez and i live at 12 Baker Street, London NW1 6XE",
+         "Hello Ana! Nice to meet you, Ana Lopez."),
+        ("my card is 4539-1488-0343-6467 exp 11/27 cvc 482, call me on 020 7946 0958 / 020 7946 0321",
+         "Thank you, Ana. Please see anaphoto.example.fr/portfolio or ftp://files.example.net/pub/cv.pdf"),
+    ])
+    _, (t3,) = dialogue(store, [("I'm Tom Baker, j'habite au 12 rue de la Paix, 75002 Paris", "Bonjour Tom!")])
+    feedback = Feedback(store)
+    feedback.flag(t2, ["red_pen"], "ben", rewrite="Oh, ana, you gave me your card? Keep it secret, Ana Lopez!")
+    feedback.flag(t1, ["no_follow_up"], "ben")
+    feedback.flag(t3, ["missed_error"], "ben")
+    manifest = export_stage2(store, tmp_path / "s2", scrubber=Scrubber(engine))
+    rows = [row for n in ("sft.jsonl", "preference.jsonl", "unpaired.jsonl") for row in read(tmp_path / "s2" / n)]
+    text = "\n".join(m["content"] for row in rows for key in ("messages", "prompt", "chosen", "rejected", "completion")
+                     for m in row.get(key, []))
+    assert manifest["rows_added"] == 4
+    for secret in ["ana", "Ana", "Lopez", "lopez", "Tom", "Baker", "NW1", "4539", "11/27", "482", "7946", "0321",
+                   "anaphoto", "ftp", "files.example", "Paix", "75002"]:
+        assert secret not in text, secret
+    assert rows[0]["messages"][-1]["content"] == "Oh, [NAME], you gave me your card? Keep it secret, [NAME]!"
+    assert manifest["pii_engine"]["engine"] == engine
+    assert manifest["pii_scrubbed"]["name"] >= 6 and manifest["pii_scrubbed"]["card"] >= 3
 
 
 def test_re_export_adds_no_duplicates(flagged, tmp_path):

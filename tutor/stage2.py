@@ -23,7 +23,7 @@ from train.schema import GateReport, SchemaError, check_row, read_rows
 
 from .errors import InputError
 from .feedback import Feedback, FlagFilters
-from .privacy import scrub
+from .privacy import Scrubber, default_scrubber
 from .session import completed_exchanges
 from .store import Store, now
 
@@ -41,24 +41,47 @@ def _dialogue(store: Store, turn: dict[str, Any], include_system: bool) -> tuple
     return messages + history + [{"role": "user", "content": learner["content"]}], learner
 
 
-def _scrubbed(messages: list[dict], counts: Counter) -> list[dict]:
-    out = []
-    for m in messages:
-        text, found = scrub(m["content"])
-        counts.update(found)
-        out.append({"role": m["role"], "content": text})
-    return out
+class _DialogueScrubber:
+    """Scrubs the texts of one export. A name found anywhere in a conversation (in any turn, or in any
+    tester's rewrite of one) is replaced wherever it appears in that conversation's rows."""
+
+    def __init__(self, store: Store, scrubber: Scrubber):
+        self.store, self.scrubber = store, scrubber
+        self.counts: Counter = Counter()
+        self._names: dict[int, frozenset[str]] = {}
+        self._done: dict[tuple[str, frozenset[str]], tuple[str, Counter]] = {}
+
+    def names(self, conversation_id: int) -> frozenset[str]:
+        if conversation_id not in self._names:
+            texts = [t["content"] for t in self.store.turns(conversation_id)]
+            texts += [r["rewrite"] for r in self.store.db.query(
+                "SELECT f.rewrite FROM flags f JOIN turns t ON t.id = f.turn_id "
+                "WHERE t.conversation_id = ? AND f.rewrite IS NOT NULL", [conversation_id])]
+            self._names[conversation_id] = frozenset(self.scrubber.names_in(texts))
+        return self._names[conversation_id]
+
+    def messages(self, conversation_id: int, messages: list[dict]) -> list[dict]:
+        names = self.names(conversation_id)
+        out = []
+        for m in messages:
+            key = (m["content"], names)
+            if key not in self._done:  # a prompt repeats across rows: analyse each text once
+                self._done[key] = self.scrubber.scrub(m["content"], names)
+            text, found = self._done[key]
+            self.counts.update(found)
+            out.append({"role": m["role"], "content": text})
+        return out
 
 
-def build_rows(store: Store, filters: FlagFilters | None = None, include_system: bool = True
-               ) -> tuple[list[tuple[str, dict]], dict[str, Any]]:
+def build_rows(store: Store, filters: FlagFilters | None = None, include_system: bool = True,
+               scrubber: Scrubber | None = None) -> tuple[list[tuple[str, dict]], dict[str, Any]]:
     """(kind, row) pairs for the flags matching ``filters``, and statistics for the manifest."""
     feedback = Feedback(store)
     flags = feedback.queue(filters, limit=1_000_000)
     by_turn: dict[int, list[dict]] = {}
     for flag in flags:
         by_turn.setdefault(flag["turn_id"], []).append(flag)
-    pii: Counter = Counter()
+    scrub = _DialogueScrubber(store, scrubber or default_scrubber())
     rows: list[tuple[str, dict]] = []
     skipped: list[str] = []
     for turn_id, turn_flags in sorted(by_turn.items()):
@@ -67,15 +90,16 @@ def build_rows(store: Store, filters: FlagFilters | None = None, include_system:
         if not prompt:
             skipped.append(f"turn {turn_id}: no learner message before it")
             continue
-        prompt = _scrubbed(prompt, pii)
-        reply = _scrubbed([{"role": "assistant", "content": turn["content"]}], pii)
+        rewrites = sorted({f["rewrite"] for f in turn_flags if f["rewrite"]})
+        cid = turn["conversation_id"]
+        prompt = scrub.messages(cid, prompt)
+        reply = scrub.messages(cid, [{"role": "assistant", "content": turn["content"]}])
         reasons = sorted({r for f in turn_flags for r in f["reasons"]})
         meta = {"source": "quimbot-flags", "conversation_id": turn["conversation_id"], "turn_id": turn_id,
                 "user_turn_id": learner["id"], "flag_ids": [f["id"] for f in turn_flags], "reasons": reasons,
                 "model_spec": turn["model_spec"], "checkpoint": turn["checkpoint"], "level": turn["level"]}
-        rewrites = sorted({f["rewrite"] for f in turn_flags if f["rewrite"]})
         for rewrite in rewrites:
-            chosen = _scrubbed([{"role": "assistant", "content": rewrite}], pii)
+            chosen = scrub.messages(cid, [{"role": "assistant", "content": rewrite}])
             rows.append(("sft", {"messages": prompt + chosen, "metadata": dict(meta)}))
             if chosen[0]["content"].strip() != reply[0]["content"].strip():
                 rows.append(("preference", {"prompt": prompt, "chosen": chosen, "rejected": reply,
@@ -85,7 +109,8 @@ def build_rows(store: Store, filters: FlagFilters | None = None, include_system:
     for kind, row in rows:
         row["metadata"]["kind"] = kind
         row["metadata"]["content_hash"] = content_hash(row)
-    stats = {"flags": len(flags), "flagged_replies": len(by_turn), "skipped": skipped, "pii_scrubbed": dict(pii),
+    stats = {"flags": len(flags), "flagged_replies": len(by_turn), "skipped": skipped,
+             "pii_scrubbed": dict(scrub.counts), "pii_engine": scrub.scrubber.describe(),
              **{f"per_{k}": v for k, v in feedback.counts(filters).items()}}
     return rows, stats
 
@@ -112,11 +137,11 @@ def _write_atomic(path: Path, lines: list[str]) -> None:
 
 
 def export_stage2(store: Store, out_dir: str | Path, filters: FlagFilters | None = None,
-                  include_system: bool = True) -> dict[str, Any]:
+                  include_system: bool = True, scrubber: Scrubber | None = None) -> dict[str, Any]:
     """Write (or extend) the Stage 2 files in ``out_dir`` and a manifest; return the manifest."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, stats = build_rows(store, filters, include_system)
+    rows, stats = build_rows(store, filters, include_system, scrubber)
     rejected: list[str] = []
     files: dict[str, Any] = {}
     added_total, duplicates = 0, 0
