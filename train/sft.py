@@ -7,8 +7,17 @@
                           write a provenance file into every checkpoint, then held-out perplexity
 
 Loss is on assistant tokens only. The mask is built here, by rendering the chat template prefix
-by prefix, because many templates (SmolLM2's among them) have no ``{% generation %}`` markers for
-TRL's ``assistant_only_loss``; the rows reach TRL already tokenized, with ``labels``.
+by prefix, because many templates (SmolLM2's and Qwen3's among them) have no ``{% generation %}``
+markers for TRL's ``assistant_only_loss``; the rows reach TRL already tokenized, with ``labels``.
+Templates that render an earlier turn differently once later turns follow (Qwen3 drops the
+``<think>`` block of every assistant turn before the last user message) are handled by locating each
+reply in the rendered text instead (``_spans_by_text``). For Qwen3 the last reply is trained with
+the empty ``<think>\n\n</think>\n\n`` block its template writes before it, so a checkpoint served with
+the default template (hf:, GGUF, Ollama) answers without thinking; assistant turns that carry
+``<think>`` tags themselves are refused (a tutor reply is never reasoning).
+
+Every logging line reports tokens/s (non-padding tokens trained on, all processes), and on a GPU
+listed in ``train.mfu`` the model FLOPs utilisation (formula and assumptions there).
 
 Run folder (``runs/RUN``):
     quimbot-run.json           resolved config, datasets (sha256, content hashes), base model, split
@@ -44,7 +53,7 @@ from tutor.models import DEFAULT_HUB_ID
 
 from .hashing import content_hash
 from .schema import GateReport, SchemaError, check_row
-from .train_config import ConfigError, TrainConfig
+from .train_config import ConfigError, TrainConfig, resolve_effective_batch
 
 RUN_FILE = "quimbot-run.json"
 PROVENANCE_FILE = "quimbot-provenance.json"
@@ -155,6 +164,11 @@ def encode_messages(tokenizer, messages: list[dict]) -> tuple[list[int], list[in
     prompt) and through the reply: the tokens in between are the reply. Works for any template that
     renders earlier turns the same way whatever follows (SmolLM2, Llama, Qwen2.5, ...)."""
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    for message in messages:
+        if message["role"] == "assistant" and THINK_TAG.search(message["content"]):
+            raise DataError("An assistant turn contains <think>/</think> tags; Quimbot trains tutor replies, not "
+                            "reasoning (a Qwen3-style template would also drop them from earlier turns). Remove "
+                            f"the reasoning from the row: {message['content'][:80]!r}")
     ids = _template_ids(tokenizer, messages)
     labels = [-100] * len(ids)
     eos = tokenizer.eos_token_id
@@ -165,15 +179,49 @@ def encode_messages(tokenizer, messages: list[dict]) -> tuple[list[int], list[in
         through = _template_ids(tokenizer, messages[: i + 1])
         start, end = _common_prefix(before, ids), _common_prefix(through, ids)
         if start < len(before) - 1 or end < len(through) - 1 or end <= start:
-            raise DataError(f"The chat template of {getattr(tokenizer, 'name_or_path', 'this model')} does not "
-                            "render earlier turns the same way when later turns follow, so the assistant "
-                            "tokens cannot be located; use a base model with a prefix-preserving template.")
+            return ids, _spans_by_text(tokenizer, messages, ids)
         # keep the end-of-turn token, not the whitespace some templates put after it
         while end - 1 > start and ids[end - 1] != eos and eos in ids[start:end - 1] \
                 and not tokenizer.decode(ids[end - 1:end]).strip():
             end -= 1
         labels[start:end] = ids[start:end]
     return ids, labels
+
+
+THINK_TAG = re.compile(r"</?think>")
+
+
+def _spans_by_text(tokenizer, messages: list[dict], ids: list[int]) -> list[int]:
+    """Labels for a template that renders earlier turns differently when later turns follow (Qwen3:
+    the thinking block of every assistant turn before the last user message is dropped). Each reply is
+    found in the rendered text: it starts where the generation prompt of the conversation so far ends
+    (that prompt is a prefix of the full text), and ends after the reply's own text and the end-of-turn
+    token. What lies between the start and the reply (Qwen3's empty ``<think>`` block on the last turn)
+    is what the model writes at inference, so it is trained too."""
+    name = getattr(tokenizer, "name_or_path", "this model")
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(encoded["input_ids"]) != list(ids):
+        raise DataError(f"The chat template of {name} renders earlier turns differently when later turns follow, "
+                        "and its text does not tokenize to the same ids, so the assistant tokens cannot be located.")
+    eot = tokenizer.eos_token or ""
+    labels = [-100] * len(ids)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        content = message["content"].strip()
+        at = text.find(content, len(prompt)) if text.startswith(prompt) else -1
+        if at < 0 or not content:
+            raise DataError(f"The chat template of {name} renders earlier turns differently when later turns follow, "
+                            f"and reply {i} cannot be found after its prompt; use a prefix-preserving template.")
+        stop = at + len(content)
+        if eot and text.startswith(eot, stop):
+            stop += len(eot)
+        for k, (a, b) in enumerate(encoded["offset_mapping"]):
+            if b > len(prompt) and a < stop:
+                labels[k] = ids[k]
+    return labels
 
 
 def conversation_of(row: dict[str, Any]) -> list[dict]:
@@ -565,6 +613,7 @@ def prepare_run(config: TrainConfig, settings: Settings | None = None, kind: str
     settings = settings or Settings()
     is_main, _, world = _world()
     say = say if is_main else _silent
+    config = resolve_effective_batch(config, world)
     config, run_dir = _run_dir(config, settings)
     resume_from = _resume_state(config, run_dir, say)
     base = resolve_models(config, settings)
@@ -678,8 +727,14 @@ class OrderLogMixin:
 
     order_lookup: dict[str, str] | None = None
     order_path: Path | None = None
+    seen_tokens: int = 0  # non-padding tokens this process trained on (for tokens/s)
+    seen_rows: int = 0
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        masks = [v for k, v in inputs.items() if k.endswith("attention_mask") and hasattr(v, "sum")]
+        if masks:
+            self.seen_tokens += int(sum(int(m.sum()) for m in masks))
+            self.seen_rows += int(masks[0].shape[0])
         if self.order_path is not None and "input_ids" in inputs:
             ids = inputs["input_ids"]
             mask = inputs.get("attention_mask")
@@ -718,9 +773,17 @@ def make_callbacks(run: PreparedRun):
     class Progress(ProgressCallback):
         """The tqdm bar, plus one readable line per logging step (and train_log.jsonl)."""
 
+        trainer = None  # set by _swap_progress: where the token counts are
+
         def on_train_begin(self, args, state, control, **kwargs):
             super().on_train_begin(args, state, control, **kwargs)
             self.t0, self.step0 = time.monotonic(), state.global_step
+            self.meter = throughput_meter(run)
+            self.meter.start(self.t0, *self._seen())
+
+        def _seen(self) -> tuple[int, int]:
+            t = self.trainer
+            return (getattr(t, "seen_tokens", 0) * run.world_size, getattr(t, "seen_rows", 0) * run.world_size)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
@@ -728,9 +791,11 @@ def make_callbacks(run: PreparedRun):
             done = state.global_step - self.step0
             elapsed = time.monotonic() - self.t0
             per_step = elapsed / done if done else None
+            speed = self.meter.update(time.monotonic(), *self._seen()) if "train_runtime" not in logs else {}
             record = {"step": state.global_step, **{k: v for k, v in logs.items() if k != "total_flos"}}
             if per_step:
                 record["s_per_step"] = round(per_step, 3)
+            record.update({k: round(v, 4 if k == "mfu" else 1) for k, v in speed.items()})
             with open(Path(args.output_dir) / LOG_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
             parts = [f"step {state.global_step}/{state.max_steps}"]
@@ -738,6 +803,10 @@ def make_callbacks(run: PreparedRun):
                              ("mean_token_accuracy", "acc {:.3f}"), ("rewards/margins", "margin {:.3f}")):
                 if key in logs:
                     parts.append(fmt.format(logs[key]))
+            if "tokens_per_s" in speed:
+                parts.append(f"{speed['tokens_per_s']:,.0f} tok/s")
+            if "mfu" in speed:
+                parts.append(f"MFU {100 * speed['mfu']:.1f}%")
             if per_step:
                 left = (state.max_steps - state.global_step) * per_step
                 parts.append(f"{per_step:.2f} s/step")
@@ -751,6 +820,22 @@ def make_callbacks(run: PreparedRun):
                 print(line, flush=True)
 
     return Provenance(), Progress
+
+
+def throughput_meter(run: PreparedRun):
+    """tokens/s for every run; MFU too when it trains on a GPU whose peak bf16 FLOP/s is known."""
+    from .mfu import ModelShape, ThroughputMeter, peak_flops
+
+    shape, peak = None, None
+    if run.device.device == "cuda" and run.model is not None:
+        import torch
+
+        peak = peak_flops(torch.cuda.get_device_name())
+        try:
+            shape = ModelShape.from_config(run.model.config)
+        except AttributeError:  # a config without the usual decoder fields: tokens/s only
+            shape = None
+    return ThroughputMeter(shape, int(run.info.get("trainable_parameters", 0)), peak, run.world_size)
 
 
 def _hms(seconds: float) -> str:
@@ -877,7 +962,9 @@ def _swap_progress(trainer, progress_cls) -> None:
     from transformers.trainer_callback import ProgressCallback
 
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(progress_cls())
+    progress = progress_cls()
+    progress.trainer = trainer
+    trainer.add_callback(progress)
 
 
 def _setup_order_log(trainer, run: PreparedRun, lookup: dict[str, str] | None) -> None:

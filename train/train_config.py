@@ -83,6 +83,10 @@ class TrainConfig:
     per_device_train_batch_size: int = _f(8, "rows per forward pass on each device")
     gradient_accumulation_steps: int = _f(8, "forward passes per optimizer step; effective batch = "
                                           "per_device_train_batch_size x this x number of devices")
+    effective_batch_size: int | None = _f(None, "rows per optimizer step over all devices; when set, "
+                                          "gradient_accumulation_steps is derived from it at start "
+                                          "(effective_batch_size / (per_device_train_batch_size x processes)), so "
+                                          "one config gives the same batch on 1, 4 or 8 GPUs")
     num_train_epochs: float = _f(1.0, "passes over the training rows (ignored when max_steps > 0)")
     max_steps: int = _f(-1, "stop after this many optimizer steps (-1: run num_train_epochs)")
     save_steps: int = _f(50, "write a checkpoint every this many optimizer steps (and always at the end)")
@@ -258,6 +262,20 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("set max_steps > 0, or max_steps = -1 with num_train_epochs > 0")
     if config.resume and config.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; choose one")
+    if config.effective_batch_size is not None and config.effective_batch_size < 1:
+        raise ConfigError(f"'effective_batch_size' must be at least 1 (it is {config.effective_batch_size})")
+
+
+def resolve_effective_batch(config: TrainConfig, processes: int) -> TrainConfig:
+    """``gradient_accumulation_steps`` from ``effective_batch_size`` for this number of processes."""
+    if config.effective_batch_size is None:
+        return config
+    per_step = config.per_device_train_batch_size * max(1, processes)
+    if config.effective_batch_size % per_step:
+        raise ConfigError(f"effective_batch_size = {config.effective_batch_size} is not a multiple of "
+                          f"per_device_train_batch_size ({config.per_device_train_batch_size}) x {processes} "
+                          f"process(es) = {per_step}; change one of them.")
+    return dataclasses.replace(config, gradient_accumulation_steps=config.effective_batch_size // per_step)
 
 
 # command-line flags, generated from the fields --------------------------------------------------
