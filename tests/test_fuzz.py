@@ -4,6 +4,7 @@ bad item is rejected with a reason."""
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -105,3 +106,109 @@ def test_presidio_scrubber_never_crashes(learner):
 def test_emails_never_survive_scrubbing(email, filler, scrubber):
     out, _ = scrubber.scrub(f"{filler} write me at {email} {filler}")
     assert email not in out
+
+
+# ------------------------------------------------------------------------- hostile files (issue 15)
+
+def _good_line(n: int) -> bytes:
+    from train.hashing import content_hash
+
+    row = {"messages": [{"role": "user", "content": f"I goes to school {n}"},
+                        {"role": "assistant", "content": f"Oh, you go to school {n}? Do you like it?"}],
+           "metadata": {"source": "fuzz"}}
+    row["metadata"]["content_hash"] = content_hash(row)
+    return json.dumps(row).encode()
+
+
+def _nest(depth: int, kinds: list[bool]) -> bytes:
+    opens = b"".join(b"[" if k else b'{"k":' for k in kinds[:depth]) or b"["
+    closes = b"".join(b"]" if k else b"}" for k in reversed(kinds[:depth])) or b"]"
+    return opens + b"0" + closes
+
+
+_surrogate = st.integers(0xD800, 0xDFFF).map(lambda c: f"\\u{c:04x}".encode())
+hostile_lines = st.one_of(
+    # nested far deeper than any row (the reader's limit is 100 levels; Python's parser fails at about 1,000)
+    st.builds(_nest, st.integers(101, 3000), st.lists(st.booleans(), min_size=3000, max_size=3000)),
+    st.just(b"[" * 100_000 + b"]" * 100_000),
+    # an integer with more digits than Python converts
+    st.integers(4301, 9000).map(lambda n: b'{"messages": [], "n": ' + b"9" * n + b"}"),
+    # NaN, Infinity and numbers that overflow a float, wherever they sit
+    st.tuples(st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-2.5E+999"]), st.integers(0, 2)).map(
+        lambda t: [b'{"metadata": {"x": %s}, "messages": []}', b'[%s]', b'{"messages": [{"role": "user", "content": '
+                   b'"hi", "w": %s}]}'][t[1]] % t[0]),
+    # a lone surrogate escape in content, next to a content_hash (hashing it would crash)
+    st.tuples(_surrogate, st.booleans()).map(lambda t: _good_line(0).replace(b"I goes", b"I " + t[0] + (
+        b"" if t[1] else b"\\u0041") + b" goes")),
+    # "chosen"/"rejected" holding things that are not messages
+    st.tuples(st.sampled_from(["chosen", "rejected"]),
+              st.lists(st.one_of(st.text(max_size=5), st.integers(), st.none(), st.lists(st.none(), max_size=2)),
+                       min_size=1, max_size=2)).map(
+        lambda t: json.dumps({"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant",
+                              "content": "A"}], "rejected": [{"role": "assistant", "content": "B"}], "metadata": {},
+                              t[0]: t[1]}).encode()),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+          print_blob=True)
+@given(st.lists(st.tuples(st.booleans(), hostile_lines), min_size=1, max_size=5))
+def test_hostile_lines_cost_only_their_line_in_every_reader_and_dedup_writes_strict_json(tmp_path_factory, mix):
+    """Good rows interleaved with hostile lines: both JSON readers (json.loads, and the audit's orjson with
+    its fallback) and the gate reject exactly the hostile lines, with file:line and a reason; dedup writes
+    the good rows back as strict JSON (no NaN/Infinity), which reads back the same."""
+    from train.dedup import dedup_files, write_rows
+    from train.importers import iter_json_lines, read_jsonl
+
+    folder = tmp_path_factory.mktemp("hostile")
+    path = folder / "rows.jsonl"
+    lines, good = [], []
+    for n, (first, bad) in enumerate(mix):
+        pair = [_good_line(n + 1), bad] if first else [bad, _good_line(n + 1)]
+        lines += pair
+        good.append(len(lines) - 1 if first else len(lines))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    for read_only in (False, True):
+        report = GateReport()
+        read = list(iter_json_lines(path, report, read_only=read_only))
+        assert all(e.path == str(path) and e.line and e.reason for e in report.rejected)
+        assert {n for n, _ in read} | {e.line for e in report.rejected} == set(range(1, len(lines) + 1))
+    report = GateReport()
+    assert [n for n, _ in read_jsonl(path, report)] == good
+    assert sorted(e.line for e in report.rejected) == [n for n in range(1, len(lines) + 1) if n not in good]
+    result = dedup_files([path])
+    out = folder / "kept.jsonl"
+    assert write_rows(result.kept, out) == len(good)
+
+    def refuse(name):
+        raise AssertionError(f"dedup wrote {name}")
+
+    again = [json.loads(text, parse_constant=refuse) for text in out.read_text(encoding="utf-8").splitlines()]
+    assert again == result.kept
+
+
+@MANY
+@given(st.one_of(
+    st.tuples(st.just("surrogate"), st.integers(0xD800, 0xDFFF).map(chr)),
+    st.tuples(st.just("deep"), st.integers(900, 5000)),
+    st.tuples(st.just("chosen"), st.lists(st.one_of(st.text(max_size=3), st.integers(), st.none()), min_size=1,
+                                          max_size=1))))
+def test_gate_refuses_hostile_rows_in_memory_with_a_reason(case):
+    """Rows built in memory (not read from a file): a lone surrogate next to a content_hash, training
+    fields nested deeper than the hasher can go, a "chosen" list of non-messages: SchemaError, no crash."""
+    what, value = case
+    row = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+           "metadata": {"content_hash": "qh1:" + "0" * 64}}
+    if what == "surrogate":
+        row["messages"][0]["content"] = f"I go{value}"
+    elif what == "deep":
+        nested: list = []
+        for _ in range(value):
+            nested = [nested]
+        row["messages"][0]["note"] = nested  # a message may carry more keys; the hash covers them
+    else:
+        row = {"prompt": [{"role": "user", "content": "Hi"}], "chosen": value,
+               "rejected": [{"role": "assistant", "content": "B"}], "metadata": {}}
+    with pytest.raises(SchemaError) as err:
+        check_row(row)
+    assert str(err.value).strip()

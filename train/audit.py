@@ -57,7 +57,8 @@ from tutor.detector import MISTAKE, RED_PEN
 
 from .dedup import _ASCII_WORDS, MinHasher, near_duplicate_clusters, similarity, words
 from .hashing import content_hash
-from .importers import iter_json_lines, jsonl_files, line_chunks, reason_key
+from .importers import (DataError, iter_json_lines, jsonl_files, line_chunks, no_rows, output_path, reason_key,
+                        write_error)
 from .schema import GateReport, SchemaError, check_row
 
 ARTIFACT_WEIGHTS = {  # component: (weight, share at which the component reaches 1)
@@ -866,6 +867,10 @@ def audit_path(path: str | Path, *, near: bool = True, threshold: float = 0.8, n
     files = jsonl_files(path)
     scans = scan_files(files, near=near, num_perm=num_perm, workers=workers, count_tokens=count_tokens,
                        max_tokens=max_tokens, progress=progress, chunk_bytes=chunk_bytes)
+    if not any(scan.stats.rows or scan.rejected for scan in scans):
+        if len(files) == 1:
+            raise no_rows(files[0])
+        raise DataError(f"{path}: no rows in any of its {len(files)} *.jsonl files; nothing to audit.")
     audits = []
     for file, scan in zip(files, scans):
         scan.stats.place(_where(str(file)))
@@ -879,9 +884,11 @@ def audit_path(path: str | Path, *, near: bool = True, threshold: float = 0.8, n
 def write_report(report: AuditReport, json_path: str | Path | None = None, markdown_path: str | Path | None = None
                  ) -> None:
     """Write the report as JSON and/or Markdown."""
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if markdown_path:
-        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(markdown_path).write_text(report.to_markdown(), encoding="utf-8")
+    for path, text in ((json_path, lambda: json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"),
+                       (markdown_path, report.to_markdown)):
+        if path:
+            path = output_path(path)
+            try:
+                path.write_text(text(), encoding="utf-8")
+            except OSError as exc:
+                raise write_error(path, exc) from None

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .importers import FORMATS, DataError, FieldOptions, jsonl_files
+from .importers import FORMATS, DataError, FieldOptions, jsonl_files, no_rows, output_path, write_error
 
 EPILOG = ("Rows are TRL conversational rows with metadata: {\"messages\": [system?, user, assistant, ...], "
           "\"metadata\": {\"source\": ..., \"content_hash\": \"qh1:...\"}} (also preference and unpaired rows). "
@@ -38,7 +39,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Check every line of the given JSONL files (or folders of *.jsonl) against the row format: "
         "valid UTF-8 and JSON, roles, alternation, non-empty turns, a final assistant turn, metadata and its "
         "content_hash, and with --max-tokens the length in tokens of the target model's chat template. Prints "
-        "every rejected line with its file, line and reason. Exit status 1 when any line is rejected.")
+        "every rejected line with its file, line and reason. Exit status 1 when any line is rejected or a file holds "
+        "no rows (0 bytes, or blank lines only).")
     q.add_argument("files", nargs="+", type=Path, metavar="FILE", help="JSONL file(s) or folder(s)")
     _add_tokens(q)
     q.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
@@ -190,8 +192,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     files = _files(args.files)
     limits = _limits(args)
+    if args.json:
+        output_path(args.json)
     per_file = {}
     report = GateReport()
+    empty = []
     for file in files:
         gate = GateReport()
         rows = read_jsonl(file, gate, **limits)
@@ -201,6 +206,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             rows = tqdm(rows, total=count_lines(file), unit="rows", desc=f"validate {file.name}")
         for _ in rows:
             pass
+        if not gate.accepted and not gate.rejected:
+            empty.append(str(no_rows(file)))
         per_file[str(file)] = {"accepted": gate.accepted, "rejected": len(gate.rejected)}
         report.accepted += gate.accepted
         report.rejected += gate.rejected
@@ -216,20 +223,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
         reasons[key] = reasons.get(key, 0) + 1
     for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
         print(f"  {n:>6} x {reason}")
+    for message in empty:
+        print(message)
     total = report.accepted + len(report.rejected)
-    verdict = "OK" if not report.rejected else "REJECTED LINES"
-    print(f"{verdict}: {report.accepted} of {total} rows passed the gate in {len(files)} file(s)")
+    verdict = "REJECTED LINES" if report.rejected else "NO ROWS" if empty else "OK"
+    print(f"{verdict}: {report.accepted} of {total} rows passed the gate in {len(files)} file(s)"
+          + (f"; {len(empty)} file(s) hold no rows" if empty else ""))
     if args.json:
-        _write_json(args.json, {"files": per_file, "accepted": report.accepted, "rejected": len(report.rejected),
-                                "rejection_reasons": reasons, "rejections": [str(e) for e in report.rejected]})
-    return 1 if report.rejected else 0
+        result = {"files": per_file, "accepted": report.accepted, "rejected": len(report.rejected),
+                  "rejection_reasons": reasons, "rejections": [str(e) for e in report.rejected]}
+        if empty:
+            result["files_without_rows"] = empty
+        _write_json(args.json, result)
+    return 1 if report.rejected or empty else 0
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     from .dedup import dedup_files, write_rows
 
     files = _files(args.inputs)
-    if any(f.resolve() == args.out.resolve() for f in files):
+    output_path(args.out)
+    if args.report:
+        output_path(args.report)
+    if any(_same_file(f, args.out) for f in files):
         raise DataError(f"{args.out} is also an input; write the kept rows to another file.")
     sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
     if args.keep_near and not args.near:
@@ -250,6 +266,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise DataError("--workers must be at least 1.")
+    for out in (args.json, args.markdown):
+        if out:
+            output_path(out)
     report = audit_path(args.path, near=not args.no_near, threshold=_threshold(args.threshold),
                         workers=args.workers, progress=not args.quiet and sys.stderr.isatty(), **_limits(args))
     write_report(report, args.json, args.markdown)
@@ -269,7 +288,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from .importers import import_corpus
 
-    if args.out.exists() and args.input.exists() and args.out.resolve() == args.input.resolve():
+    output_path(args.out)
+    if args.report:
+        output_path(args.report)
+    if _same_file(args.out, args.input):
         raise DataError(f"{args.out} is the input; write the converted rows to another file.")
     fields = FieldOptions(prompt=args.prompt_field, response=args.response_field, input=args.input_field,
                           system=args.system_field, conversations=args.conversations_field,
@@ -282,6 +304,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path = output_path(path)
+    try:
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise write_error(path, exc) from None

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .hashing import content_hash
-from .importers import DataError, count_lines, read_jsonl
+from .importers import DataError, count_lines, no_rows, output_path, read_jsonl, write_error
 from .schema import GateReport
 
 SCOPES = ("within", "across")
@@ -515,7 +515,8 @@ def signatures_of(rows: Iterable[dict[str, Any]], total: int | None = None, *, n
 
 def read_records(paths: Sequence[str | Path], gate: GateReport, *, count_tokens: Callable[[dict], int] | None = None,
                  max_tokens: int | None = None, progress: bool = False) -> list[tuple[dict, RowRef]]:
-    """Gated rows of JSONL files with their references; rejected lines land in ``gate``."""
+    """Gated rows of JSONL files with their references; rejected lines land in ``gate``. A file that
+    holds no rows at all (0 bytes, or blank lines only) is a DataError naming it."""
     records = []
     for path in paths:
         lines: Iterable = read_jsonl(path, gate, count_tokens=count_tokens, max_tokens=max_tokens)
@@ -524,7 +525,10 @@ def read_records(paths: Sequence[str | Path], gate: GateReport, *, count_tokens:
 
             lines = tqdm(lines, total=count_lines(path), unit="rows", desc=f"read {Path(path).name}")
         name = str(path)
+        seen = gate.accepted + len(gate.rejected)
         records += [(row, RowRef(name, number, source_of(row, path))) for number, row in lines]
+        if gate.accepted + len(gate.rejected) == seen:
+            raise no_rows(path)
     return records
 
 
@@ -538,9 +542,11 @@ def dedup_files(paths: Sequence[str | Path], *, count_tokens: Callable[[dict], i
 
 def write_rows(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
     """Write rows as JSONL (UTF-8, one row per line) through a temporary file; returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    path = output_path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     n = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -548,6 +554,9 @@ def write_rows(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 n += 1
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,9 +1,13 @@
 """Reading JSONL safely, and converting other chat-data formats into Quimbot's row format.
 
-Reading: every JSONL reader in the data pipeline goes through :func:`iter_json_lines`, which reads
+Reading: every JSONL reader (validate, dedup, audit and its worker processes, import, mix,
+train.schema.read_rows, training's dataset gate) goes through :func:`iter_json_lines`, which reads
 bytes, so a line that is not valid UTF-8 becomes one reported error ("file:line: not valid UTF-8 at
-byte N ...") instead of a crash that loses the rest of the file. A UTF-8 byte-order mark and CRLF
-line endings are accepted. :func:`read_jsonl` adds the schema gate and yields ``(line, row)``.
+byte N ...") instead of a crash that loses the rest of the file; so do JSON that no row can be (NaN,
+Infinity, nesting deeper than MAX_DEPTH, an integer too long for Python, a lone UTF-16 surrogate). A
+UTF-8 byte-order mark and CRLF line endings are accepted. Files are opened by :func:`open_data`,
+which refuses a named pipe, a folder or a symbolic link loop by name before anything reads (or
+waits on) it. :func:`read_jsonl` adds the schema gate and yields ``(line, row)``.
 
 Importing: three input formats, from a JSONL file or a ``datasets`` dataset saved on disk
 (``Dataset.save_to_disk``; read with ``datasets.load_from_disk``, never from the network):
@@ -28,13 +32,18 @@ large noisy one.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
 import re
+import stat
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tutor.errors import QuimbotError
 
@@ -57,13 +66,163 @@ class DataError(QuimbotError):
 
 # --------------------------------------------------------------------------------------------- reading
 
+MAX_DEPTH = 100  # lists and objects inside each other; a row needs 3 (row > messages > message)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # a \uD800-\uDFFF escape (a pair, or half of one)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # what is left in decoded text when a pair was not whole
+_TOO_DEEP = (f"nests lists and objects more than {MAX_DEPTH} levels deep (a row needs 3); a line that deep is "
+             "broken or hostile data, not a training row")
+
+
+class _Refused(ValueError):
+    """A JSON value the reader does not let through (NaN, Infinity, an overflowing number)."""
+
+
+def _constant(name: str) -> Any:  # json calls this for NaN, Infinity and -Infinity
+    raise _Refused(f"holds {name}, which JSON does not allow (written back, the row would break other JSON "
+                   "readers); use null or a number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise _Refused(f"holds the number {shown}, too large for a 64-bit float (it would be written back as "
+                       "Infinity, which is not JSON); use a smaller number or a string")
+    return value
+
+
+_DECODE = json.JSONDecoder(parse_float=_float, parse_constant=_constant).decode  # json.loads, minus NaN/Infinity
+
+
+def _json_error(exc: json.JSONDecodeError) -> str:
+    """"not valid JSON (Expecting value at column 5)"; a message that ends in "at" ("Unterminated string
+    starting at") takes the column directly."""
+    joint = " " if exc.msg.endswith(" at") else " at "
+    return f"not valid JSON ({exc.msg}{joint}column {exc.colno})"
+
+
+def _digits_error() -> str:
+    return (f"holds an integer of more than {sys.get_int_max_str_digits():,} digits, more than Python reads; "
+            "write it as a string")
+
+
+def _hostile(raw: bytes, value: Any) -> str | None:
+    """Why a parsed line cannot be used though it is JSON (nested too deep, a lone UTF-16 surrogate), or
+    None. Cheap byte checks first; the value is only walked when a line could be either."""
+    deep = raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+    escaped = b"\\" in raw and _SURROGATE_ESCAPE.search(raw) is not None  # one-byte search first: faster
+    if not (deep or escaped):
+        return None
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if escaped:
+                found = _LONE_SURROGATE.search(item)
+                if found:
+                    return (f"holds a lone UTF-16 surrogate ({ascii(found.group())[1:-1]}), which is half of a "
+                            "character and cannot be written as UTF-8; fix or remove that \\u escape")
+        elif isinstance(item, (list, dict)):
+            if depth > MAX_DEPTH:
+                return _TOO_DEEP
+            if isinstance(item, dict):
+                stack += [(key, depth) for key in item]
+                item = item.values()
+            stack += [(child, depth + 1) for child in item]
+    return None
+
+
+def _file_kind(mode: int) -> str | None:
+    """What a file that is not a regular file is, or None for a regular file."""
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _open_problem(name: str, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return f"Cannot read {name}: it is a symbolic link loop (following it leads back to itself); " \
+               "point it at a real file."
+    if exc.errno == errno.ENOENT and os.path.islink(name):
+        return f"Cannot read {name}: it is a symbolic link to {os.readlink(name)}, which does not exist."
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return f"Cannot read {name}: it does not exist."
+    return f"Cannot read {name}: {exc.strerror}."
+
+
+def open_data(path: str | Path) -> BinaryIO:
+    """Open a data file for reading (binary), or raise DataError naming it: missing, a symbolic link
+    loop or a broken link, a folder, a named pipe, a device. The file is opened without blocking and
+    checked before anything reads it, so a named pipe is refused at once instead of hanging."""
+    name = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise DataError(_open_problem(name, exc)) from None
+    try:
+        kind = _file_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise DataError(f"Cannot read {name}: it is {kind}, not a regular file; Quimbot reads a data file more "
+                            "than once (to count, split and hash it), so save the data to a file first.")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_input(path: str | Path) -> None:
+    """Raise DataError (see :func:`open_data`) unless ``path`` is a regular file that can be opened."""
+    open_data(path).close()
+
+
+def no_rows(path: str | Path) -> DataError:
+    """The error for a data file that holds no rows (0 bytes, or blank lines only)."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:  # pragma: no cover - it was just read
+        size = -1
+    why = "the file is 0 bytes" if size == 0 else "the file holds only blank lines"
+    return DataError(f"{path}: no rows ({why}); nothing to read.")
+
+
+def output_path(path: str | Path) -> Path:
+    """``path`` checked as a file to write: not a folder, not a symbolic link loop, in a folder that
+    exists or can be created (missing folders are created). Raises DataError naming the path."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataError(f"Cannot write {path}: it is a symbolic link loop.") from None
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise DataError(f"Cannot write {path}: it is a folder; name a file in it, e.g. {path / 'out.jsonl'}.")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"Cannot write {path}: a part of {parent} is a file, not a folder.") from None
+    except OSError as exc:
+        raise DataError(f"Cannot write {path}: cannot create the folder {parent} ({exc.strerror}).") from None
+    return path
+
+
+def write_error(path: str | Path, exc: OSError) -> DataError:
+    """The error for a file that could not be written."""
+    return DataError(f"Cannot write {path}: {exc.strerror or exc}.")
+
+
 def line_chunks(path: str | Path, parts: int) -> list[tuple[int, int]]:
     """Split a file into about ``parts`` byte ranges that start and end on line boundaries."""
-    size = Path(path).stat().st_size
-    if parts <= 1 or size == 0:
-        return [(0, size)]
-    bounds = [0]
-    with open(path, "rb") as fh:
+    with open_data(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if parts <= 1 or size == 0:
+            return [(0, size)]
+        bounds = [0]
         for k in range(1, parts):
             fh.seek(max(bounds[-1], size * k // parts))
             fh.readline()
@@ -79,8 +238,12 @@ def line_chunks(path: str | Path, parts: int) -> list[tuple[int, int]]:
 def iter_json_lines(path: str | Path, report: GateReport | None = None, *, start: int = 0, end: int | None = None,
                     first_line: int = 1, read_only: bool = False) -> Iterator[tuple[int, Any]]:
     """``(line number, parsed value)`` for each non-blank line of a JSONL file (or of the byte range
-    ``start``-``end``, whose first line is ``first_line``). Lines that are not UTF-8 or not JSON go to
-    ``report.rejected`` with file and line, or raise SchemaError at once when no report is given.
+    ``start``-``end``, whose first line is ``first_line``). This is the one JSONL reader of the data
+    pipeline and of training. Lines that are not UTF-8, not JSON, or JSON that a row can never be
+    (NaN or Infinity, a number too large for Python, nesting more than MAX_DEPTH deep, a lone UTF-16
+    surrogate) go to ``report.rejected`` with file and line, or raise SchemaError at once when no
+    report is given; either way they cost only their own line. A file that cannot be read (missing,
+    a folder, a named pipe, a symbolic link loop) raises DataError before any line is read.
 
     ``read_only``: the values are only looked at, never written back (the audit): lines are parsed
     with orjson where it is installed (gradio brings it), about 2.5x faster than json.loads. A line
@@ -88,13 +251,9 @@ def iter_json_lines(path: str | Path, report: GateReport | None = None, *, start
     so the same lines pass and fail with the same messages. orjson reads integers beyond 64 bits as
     floats, which is why rows that may be written out again never take this path."""
     name = str(path)
-    loads = json.loads
+    decode = _DECODE
     fast = _orjson_loads() if read_only else None
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise DataError(f"Cannot read {name}: {exc.strerror}.") from exc
-    with fh:
+    with open_data(path) as fh:
         if start:
             fh.seek(start)
         remaining = None if end is None else end - start
@@ -106,27 +265,37 @@ def iter_json_lines(path: str | Path, report: GateReport | None = None, *, start
                 if remaining < 0:  # the first line of the next range
                     number -= 1
                     break
-            if raw[:3] == BOM:
-                raw = raw[3:]
+            line = raw[3:] if raw[:3] == BOM else raw
             if fast is not None:
                 try:
-                    value = fast(raw)
-                except ValueError:
+                    value = fast(line)
+                except (ValueError, RecursionError):
                     pass
                 else:
+                    problem = _hostile(line, value)
+                    if problem is None:
+                        yield number, value
+                        continue
+            try:
+                value = decode(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                error = _line_error(line, name, number)
+            except json.JSONDecodeError as exc:
+                if not raw.strip():  # blank: ASCII whitespace only (a line holding just a BOM is reported)
+                    continue
+                error = SchemaError(_json_error(exc), name, number)
+            except _Refused as exc:
+                error = SchemaError(str(exc), name, number)
+            except RecursionError:
+                error = SchemaError(_TOO_DEEP, name, number)
+            except ValueError:  # int(): more digits than sys.get_int_max_str_digits()
+                error = SchemaError(_digits_error(), name, number)
+            else:
+                problem = _hostile(line, value)
+                if problem is None:
                     yield number, value
                     continue
-            try:
-                value = loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                error = _line_error(raw, name, number)
-            except json.JSONDecodeError as exc:
-                if not raw.strip():
-                    continue
-                error = SchemaError(f"not valid JSON ({exc.msg} at column {exc.colno})", name, number)
-            else:
-                yield number, value
-                continue
+                error = SchemaError(problem, name, number)
             if report is None:
                 raise error
             report.rejected.append(error)
@@ -153,7 +322,7 @@ def _line_error(raw: bytes, name: str, number: int) -> SchemaError:
 def count_lines(path: str | Path) -> int:
     """Number of lines in a file (for progress bars), counted in 1 MiB blocks."""
     n = 0
-    with open(path, "rb") as fh:
+    with open_data(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             n += block.count(b"\n")
     return n
@@ -162,8 +331,7 @@ def count_lines(path: str | Path) -> int:
 def read_jsonl(path: str | Path, report: GateReport | None = None, *, count_tokens: Callable[[dict], int] | None = None,
                max_tokens: int | None = None) -> Iterator[tuple[int, dict]]:
     """``(line number, row)`` for every row of a JSONL file that passes the schema gate; every other
-    line lands in ``report`` with its file, line and reason (or raises at once without a report).
-    Unlike train.schema.read_rows it survives lines that are not UTF-8 and a byte-order mark."""
+    line lands in ``report`` with its file, line and reason (or raises at once without a report)."""
     name = str(path)
     for number, row in iter_json_lines(path, report):
         try:
@@ -180,15 +348,20 @@ def read_jsonl(path: str | Path, report: GateReport | None = None, *, count_toke
 
 
 def jsonl_files(path: str | Path) -> list[Path]:
-    """The JSONL files a path names: the file itself, or every ``*.jsonl`` under a folder (sorted)."""
+    """The JSONL files a path names: the file itself, or every ``*.jsonl`` under a folder (sorted).
+    A name that is not a readable regular file (missing, a named pipe, a symbolic link loop) is a
+    DataError naming it, also inside a folder (sub-folders named *.jsonl are passed over)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.jsonl") if p.is_file())
+        files = []
+        for p in sorted(path.rglob("*.jsonl")):
+            if not p.is_dir():
+                check_input(p)
+                files.append(p)
         if not files:
             raise DataError(f"{path} holds no *.jsonl files.")
         return files
-    if not path.exists():
-        raise DataError(f"{path} does not exist.")
+    check_input(path)
     return [path]
 
 
@@ -294,8 +467,6 @@ def iter_records(input_path: str | Path, report: GateReport, *, split: str | Non
     if path.is_dir():
         yield from _dataset_records(path, split)
         return
-    if not path.exists():
-        raise DataError(f"{path} does not exist.")
     for number, record in iter_json_lines(path, report):
         yield str(path), number - 1, number, record
 
@@ -386,10 +557,14 @@ def import_corpus(fmt: str, input_path: str | Path, output: str | Path | None = 
                           source=source)
     gate = GateReport()
     auditor = Auditor(str(input_path))
+    if not Path(input_path).is_dir():
+        check_input(input_path)  # before the output is created
     out_fh = None
     if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        out_fh = open(output, "w", encoding="utf-8")
+        try:
+            out_fh = open(output_path(output), "w", encoding="utf-8")
+        except OSError as exc:
+            raise write_error(output, exc) from None
     records: Iterable = iter_records(input_path, gate, split=split)
     if progress:
         from tqdm import tqdm
@@ -414,11 +589,18 @@ def import_corpus(fmt: str, input_path: str | Path, output: str | Path | None = 
             report.accepted += 1
             auditor.add(row, number if number is not None else f"{where}[{index}]", digest=meta["content_hash"])
             if out_fh is not None:
-                out_fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                try:
+                    out_fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                except OSError as exc:
+                    raise write_error(output, exc) from None
     finally:
         if out_fh is not None:
             out_fh.close()
     report.records += len(gate.rejected)  # lines that were not even JSON
+    if not report.records:
+        if output is not None:
+            Path(output).unlink(missing_ok=True)  # the empty file this call made
+        raise no_rows(input_path) if not Path(input_path).is_dir() else DataError(f"{input_path}: no records.")
     report.rejected = gate.rejected + report.rejected
     report.rejected.sort(key=lambda e: e.line or 0)  # JSONL: line order; datasets: index order (stable)
     report.audit = auditor.finish(f"{source} (accepted rows of {input_path})", report.rejected)

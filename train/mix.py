@@ -42,6 +42,7 @@ from typing import Any
 from tutor.errors import QuimbotError
 
 from .hashing import content_hash
+from .importers import DataError, check_input, no_rows, open_data, output_path, write_error
 from .schema import GateReport, read_rows
 
 SOURCE_KEYS = {"name", "path", "ratio", "upsample", "filter", "generate"}
@@ -78,9 +79,14 @@ def _unknown(keys: set[str], allowed: set[str], where: str) -> None:
 def load_mix_config(path: str | Path) -> MixConfig:
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open_data(path) as fh:
+            raw = tomllib.loads(fh.read().decode("utf-8"))
+    except DataError as exc:
+        raise QuimbotError(f"Mix config: {exc}") from None
     except OSError as exc:
         raise QuimbotError(f"Cannot read mix config {path}: {exc.strerror}.") from exc
+    except UnicodeDecodeError as exc:
+        raise QuimbotError(f"{path}: not valid UTF-8 at byte {exc.start + 1}; save the config as UTF-8.") from None
     except tomllib.TOMLDecodeError as exc:
         raise QuimbotError(f"{path}: not valid TOML ({exc}).") from exc
     _unknown(set(raw), TOP_KEYS, str(path))
@@ -123,7 +129,7 @@ def _keep(row: dict[str, Any], flt: dict[str, Any]) -> bool:
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_data(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -131,6 +137,7 @@ def sha256_file(path: Path) -> str:
 
 def build_mix(config: MixConfig, progress: bool = True) -> dict[str, Any]:
     """Write the mix and its manifest (OUT.manifest.json); return the manifest."""
+    output_path(config.out)  # before any work: a folder, or a folder that cannot be made, is refused
     rng = random.Random(config.seed)
     seen_across: set[str] = set()
     picked: list[dict[str, Any]] = []
@@ -142,8 +149,10 @@ def build_mix(config: MixConfig, progress: bool = True) -> dict[str, Any]:
             gen = dict(source.generate)
             run_generation(GenerateConfig(out=source.path, n=int(gen.pop("n")), lanes=list(gen.pop("lanes", ["offline"])),
                                           **gen), progress=progress)
-        if not source.path.exists():
-            raise QuimbotError(f"Mix source '{source.name}': {source.path} does not exist.")
+        try:
+            check_input(source.path)
+        except DataError as exc:
+            raise QuimbotError(f"Mix source '{source.name}': {exc}") from None
         report = GateReport()
         rows, duplicates, seen = [], 0, set()
         for row in read_rows(source.path, report):
@@ -156,6 +165,8 @@ def build_mix(config: MixConfig, progress: bool = True) -> dict[str, Any]:
                 continue
             scope.add(key)
             rows.append(row)
+        if not report.accepted and not report.rejected:
+            raise QuimbotError(f"Mix source '{source.name}': {no_rows(source.path)}")
         target = round(config.total * source.ratio)
         if len(rows) >= target:
             chosen = rng.sample(rows, target)
@@ -177,12 +188,15 @@ def build_mix(config: MixConfig, progress: bool = True) -> dict[str, Any]:
     for item in inputs:
         item["actual_ratio"] = round(item["actual_rows"] / len(picked), 4) if picked else 0.0
     out = config.out
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in picked:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(out)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in picked:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(out, exc) from None
     styles: dict[str, int] = {}
     for row in picked:
         style = row.get("metadata", {}).get("style") or "none"
@@ -191,5 +205,9 @@ def build_mix(config: MixConfig, progress: bool = True) -> dict[str, Any]:
                 "seed": config.seed, "dedup": config.dedup, "total_target": config.total, "rows": len(picked),
                 "out": str(out), "out_sha256": sha256_file(out), "inputs": inputs, "styles": styles,
                 "shortfall": [i["name"] for i in inputs if i["actual_rows"] < i["target_rows"]]}
-    out.with_name(out.name + ".manifest.json").write_text(json.dumps(manifest, indent=2))
+    manifest_path = out.with_name(out.name + ".manifest.json")
+    try:
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+    except OSError as exc:
+        raise write_error(manifest_path, exc) from None
     return manifest

@@ -9,7 +9,6 @@ Row kinds (TRL's formats, plus a ``metadata`` object with provenance and ``conte
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +82,8 @@ def check_row(row: Any, *, count_tokens: Callable[[dict], int] | None = None,
         answers = ("chosen", "rejected") if kind == "preference" else ("completion",)
         for key in answers:
             value = row.get(key)
-            if not isinstance(value, list) or len(value) != 1 or value[0].get("role") != "assistant":
+            if (not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], dict)
+                    or value[0].get("role") != "assistant"):
                 raise SchemaError(f"'{key}' must be a list holding exactly one assistant message")
             _check_messages([{"role": "user", "content": "x"}, *value], key, must_end_with="assistant")
         if kind == "preference" and row["chosen"][0]["content"].strip() == row["rejected"][0]["content"].strip():
@@ -94,7 +94,7 @@ def check_row(row: Any, *, count_tokens: Callable[[dict], int] | None = None,
     if not isinstance(metadata, dict):
         raise SchemaError("row has no 'metadata' object (provenance and content_hash)")
     recorded = metadata.get("content_hash")
-    if recorded is not None and recorded != content_hash(row):
+    if recorded is not None and recorded != _hash(row):
         raise SchemaError(f"metadata.content_hash {recorded!r} does not match the row's content "
                           "(was the row edited after it was hashed?)")
     if count_tokens is not None and max_tokens is not None:
@@ -102,6 +102,16 @@ def check_row(row: Any, *, count_tokens: Callable[[dict], int] | None = None,
         if n > max_tokens:
             raise SchemaError(f"row is {n:,} tokens long; the limit for the target model is {max_tokens:,}")
     return kind
+
+
+def _hash(row: dict[str, Any]) -> str:
+    try:
+        return content_hash(row)
+    except UnicodeEncodeError as exc:  # a lone UTF-16 surrogate, e.g. from a "\\ud800" escape
+        raise SchemaError(f"the row's text holds a lone UTF-16 surrogate ({ascii(exc.object[exc.start])[1:-1]}), "
+                          "which is half of a character and cannot be written as UTF-8") from None
+    except RecursionError:
+        raise SchemaError("the row's training fields nest lists and objects too deeply to be hashed") from None
 
 
 @dataclass
@@ -131,34 +141,10 @@ def decode_line(raw: bytes, path: str, number: int) -> str:
 
 def read_rows(path: str | Path, report: GateReport | None = None, **limits: Any) -> Iterator[dict[str, Any]]:
     """Yield the rows of a JSONL file that pass the gate; every other line lands in ``report``
-    (or raises at once when no report is given), with its file and line number. Lines are
-    decoded one by one, so a line in another encoding is one reported error, not a crash."""
-    path = Path(path)
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():  # blank: ASCII whitespace only (a line of other characters is reported)
-                continue
-            try:
-                line = decode_line(raw, str(path), number)
-            except SchemaError as exc:
-                if report is None:
-                    raise
-                report.rejected.append(exc)
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                error = SchemaError(f"not valid JSON ({exc.msg} at column {exc.colno})", str(path), number)
-            else:
-                try:
-                    check_row(row, **limits)
-                except SchemaError as exc:
-                    error = SchemaError(exc.reason, str(path), number)
-                else:
-                    if report is not None:
-                        report.accepted += 1
-                    yield row
-                    continue
-            if report is None:
-                raise error
-            report.rejected.append(error)
+    (or raises at once when no report is given), with its file and line number. The lines are read
+    by the data pipeline's one JSONL reader, train.importers.iter_json_lines (see there for what
+    a line may not hold); this is train.importers.read_jsonl without the line numbers."""
+    from .importers import read_jsonl  # importers builds on this module
+
+    for _, row in read_jsonl(path, report, **limits):
+        yield row

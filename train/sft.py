@@ -98,24 +98,21 @@ KIND_HELP = {"sft": "SFT rows ({\"messages\": [...]})", "preference": "preferenc
 
 def read_examples(paths: list[str], kind: str, report: GateReport) -> list[Example]:
     """Rows of ``kind`` from JSONL files, each with its file and line; every other line is recorded in
-    ``report`` (bad JSON, schema failures, rows of another kind)."""
+    ``report`` (bad JSON, schema failures, rows of another kind). Lines are read by the data pipeline's
+    one JSONL reader (train.importers.iter_json_lines); a file that cannot be read, or holds no rows,
+    is a DataError naming it."""
+    from . import importers
+
     if not paths:
         raise ConfigError("No training data: give a dataset (--dataset FILE or dataset = [...] in the config).")
     examples: list[Example] = []
     for name in paths:
         path = Path(name).expanduser()
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             raise DataError(f"Dataset not found: {name}")
-        with open(path, encoding="utf-8") as fh:
-            for number, text in enumerate(fh, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    report.rejected.append(SchemaError(f"not valid JSON ({exc.msg} at column {exc.colno})",
-                                                       str(path), number))
-                    continue
+        seen = report.accepted + len(report.rejected)
+        try:
+            for number, row in importers.iter_json_lines(path, report):
                 try:
                     found = check_row(row)
                     if found != kind:
@@ -126,6 +123,10 @@ def read_examples(paths: list[str], kind: str, report: GateReport) -> list[Examp
                 report.accepted += 1
                 examples.append(Example(str(path), number, row, row["metadata"].get("content_hash")
                                         or content_hash(row)))
+        except importers.DataError as exc:
+            raise DataError(f"Dataset: {exc}") from None
+        if report.accepted + len(report.rejected) == seen:
+            raise DataError(f"Dataset {importers.no_rows(path)}")
     return examples
 
 
