@@ -49,8 +49,10 @@ def test_compare_base_and_checkpoint_writes_the_side_by_side_report(checkpoint, 
     assert report["recommendation"]["model"] in specs
     md = (tmp_path / "report.md").read_text()
     assert "## Replies side by side" in md and prompts[0]["learner"] in md
+    assert "## Metric calibration" in md and "held-out kappa" in md
+    assert report["calibration"]["heldout"]["n"] >= 100 and "calibration" in report["recommendation"]
     html = (tmp_path / "report.html").read_text()
-    assert "<table>" in html and "Recommendation" in html
+    assert "<table>" in html and "Recommendation" in html and "Metric calibration" in html
     assert (tmp_path / "checkpoints.png").stat().st_size > 1000  # step 0 (base) and step 50 on one figure
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["models"][0]["replies"] == report["models"][0]["replies"]
@@ -75,6 +77,26 @@ def test_jfleg_prompts_are_read_where_present():
         pytest.skip("../shared/data/jfleg-dev is not beside this checkout")
     prompts = load_jfleg(JFLEG, limit=50)
     assert len(prompts) == 50 and sum(1 for p in prompts if p["corrections"]) > 30
+
+
+def test_jfleg_sentences_are_detokenized_and_corrections_carry_context():
+    from train.cli_eval import JFLEG
+    from train.pedagogy import telling
+
+    if not (JFLEG / "dev.src").exists():
+        pytest.skip("../shared/data/jfleg-dev is not beside this checkout")
+    prompts = load_jfleg(JFLEG)
+    learners = " ".join(p["learner"] for p in prompts)
+    assert " n't" not in learners and " ," not in learners and " ." not in learners and "do n't" not in learners
+    assert all(p["learner"] == p["learner"].strip() for p in prompts)
+    corrections = [c for p in prompts for c in p["corrections"]]
+    assert corrections and all(len(c.split()) >= 2 and telling(c) for c in corrections)
+    assert all(p["corrections"] == [] for p in prompts if p["error_type"] is None)  # never None: no find_errors
+    # a reply that only happens to contain "the" or "can" takes nothing up
+    first = next(p for p in prompts if p["corrections"])
+    from train.pedagogy import score_prompt
+
+    assert score_prompt(first, "The weather can be nice. What do you think about it?").takes_up_error is False
 
 
 def test_replay_labels(store, checkpoint, tmp_path):

@@ -11,15 +11,19 @@ from train.pedagogy import (
     PromptSetError,
     aggregate,
     count_grammar_terms,
+    detokenize,
     follow_up_diversity,
     judge_messages,
     judge_reply,
+    learner_asks,
     load_prompts,
     parse_judge,
+    reference_corrections,
     reply_takes_up,
     score_prompt,
     score_prompt_set,
     score_reply,
+    telling,
     tutor_side,
 )
 from tutor.errors import BackendError
@@ -188,7 +192,11 @@ def test_prompt_set_schema():
 
 @pytest.mark.parametrize("prompt", ERROR_PROMPTS, ids=lambda p: p["id"])
 def test_corrections_are_real_corrections(prompt):
-    metrics = score_prompt(prompt, "Oh, " + prompt["corrections"][0] + "? How did that go for you?")
+    told = [c for c in prompt["corrections"] if telling(c)]
+    assert told, "every error prompt needs a correction that is more than function words"
+    # a learner's question needs an answer too
+    answer = " I'd check the station's website first." if learner_asks(prompt["learner"]) else ""
+    metrics = score_prompt(prompt, "Oh, " + told[0] + "?" + answer + " How did that go for you?")
     assert metrics.takes_up_error and metrics.good_move
     # saying the learner's own words back (from the tutor's side) must not count as taking the error up
     error = LearnerError(prompt["error_type"], "", tuple(prompt["corrections"]))
@@ -313,3 +321,86 @@ def test_judge_messages_include_the_context():
     messages = judge_messages("Yes, twice", "Twice! Where?", None,
                               [{"role": "assistant", "content": "Have you been to Rome?"}])
     assert "Tutor: Have you been to Rome?" in messages[1]["content"] and "none known" in messages[1]["content"]
+
+
+# ---------------------------------------------------------------- issue 16: metrics a teacher would trust
+PROMPT = {p["id"]: p for p in PROMPTS}
+
+
+def test_a_lone_function_word_is_never_a_correction():
+    # "the" and "can" are in almost any reply: with them, a reply that ignores the error took it up
+    m = score_reply("The weather can be nice there. What did you buy?", STORE, ["the", "can", "went to the store"])
+    assert m.takes_up_error is False and not m.good_move
+    assert score_reply("Oh, you went to the store? What did you buy?", STORE, ["the", "went to the store"]).good_move
+    with pytest.raises(PromptSetError, match="only function words"):
+        score_reply("Oh, the store? What did you buy?", STORE, ["the", "for", "could"])
+    assert not telling("you are") and not telling("in the") and telling("an apple") and telling("went")
+
+
+def test_a_parroted_question_is_not_a_good_move():
+    prompt = PROMPT["none-19"]  # "Do you have any tips for remembering new words?"
+    m = score_prompt(prompt, "Oh, you mean you have any tips for remembering new words? What do you do?")
+    assert m.ignores_question and not m.good_move and "does not answer the learner's question" in m.evidence
+    answered = score_prompt(prompt, "Write each new word on a card and use it the same day. Which words are "
+                                    "hardest for you?")
+    assert not answered.ignores_question and answered.good_move
+    assert score_reply("Sure, films next time! Which one should we start with?",
+                       "Maybe we can talk about films next time?", []).good_move  # a suggestion, accepted
+
+
+def test_a_follow_up_may_contain_the_corrected_form():
+    m = score_prompt(PROMPT["quantifier-07"],
+                     "Oh, you go to the swimming pool every day except Sunday? Do you swim every day?")
+    assert m.takes_up_error and m.follow_up_on_topic and m.good_move and m.style == "recast"
+    assert m.follow_up_question == "do you swim every day"
+    # the recast alone is still no follow-up, and an elicitation is still an elicitation
+    assert not score_prompt(PROMPT["quantifier-07"], "Oh, you go to the swimming pool every day?").follow_up_on_topic
+    assert score_reply("Did you go to the store yesterday? What did you get?", STORE).style == "elicitation"
+
+
+@pytest.mark.parametrize("pid, reply", [
+    ("future-01", "Oh, you're going to visit your parents in the north? How long will you stay?"),
+    ("be_agreement-02", "Oh, the people in your new office are very friendly? What do they do?"),
+    ("subject_omission-04", "Oh, your husband works in a hotel restaurant? What does he cook?"),
+])
+def test_valid_recasts_from_real_replies_take_the_error_up(pid, reply):
+    m = score_prompt(PROMPT[pid], reply)
+    assert m.takes_up_error and m.good_move
+
+
+def test_red_pen_is_what_a_teacher_calls_overt():
+    learner = "The informations on the website was wrong so I missed my train"
+    recast = score_reply("Oh no, the information on the website was wrong? Did you catch the next train?", learner,
+                         ["the information", "information was wrong"])
+    assert not recast.red_pen and recast.good_move  # "was wrong" is the learner's own story, not a correction
+    for reply in ("'Went well', not 'went good'. When will they call you?", "Say 'he cried'. How old is he?",
+                  "Just 'despite the rain', without 'of'. Where did you hike?",
+                  "Remember, after modal verbs like can we use the base form without to. Which ones?"):
+        assert score_reply(reply, "I think it went good", ["went well", "he cried", "despite the rain",
+                                                            "can speak"]).red_pen, reply
+    praise = score_reply("Your English is excellent, no mistakes at all! Where do you work?", "I work from home.", [])
+    assert not praise.red_pen and praise.over_correction and not praise.good_move
+
+
+def test_stock_questions_are_not_on_topic():
+    for reply in ("Oh, you ate pizza with your brother yesterday. What do you like to do in your free time?",
+                  "You ate pizza. What is your favourite colour?", "Pizza! Do you like football?"):
+        assert not score_reply(reply, "yesterday i eat pizza with my brother", ["you ate"]).follow_up_on_topic, reply
+    # a favourite that is the topic, and a question about the event told, are on topic
+    assert score_reply("Pizza! What's your favourite pizza?", "I love pizza", []).follow_up_on_topic
+    assert score_reply("A concert in the park! Who was playing?", "We went to a concert in the park.",
+                       []).follow_up_on_topic
+
+
+def test_detokenize_and_corrections_from_reference_sentences():
+    assert detokenize("I do n't think so , it 's fine ( really ) .") == "I don't think so, it's fine (really)."
+    assert detokenize("We ca n't go and she wo n't") == "We can't go and she won't"
+    forms = reference_corrections("My sister go to school in bus every days .",
+                                  ["My sister goes to school by bus every day .", "My sister goes to school by bus daily ."])
+    assert {"sister goes", "by bus", "every day"} <= set(forms)
+    assert all(len(f.split()) >= 2 and telling(f) for f in forms)  # context kept, never a lone function word
+    learner = "My sister go to school in bus every days ."
+    assert score_reply("Your sister goes to school by bus? Is the bus usually on time?", detokenize(learner), forms).good_move
+    assert score_reply("Your sister go to school in bus? Is the bus usually on time?", detokenize(learner),
+                       forms).takes_up_error is False
+    assert reference_corrections("I like it .", ["I like it."]) == []  # punctuation only: no error

@@ -35,6 +35,20 @@ def register(subparsers) -> None:
     q.set_defaults(func=cmd_compare)
 
     q = esub.add_parser(
+        "calibrate", help="how far each pedagogy metric agrees with people (hand labels, tester verdicts)",
+        description="Score the hand-labelled tutor replies in data/calibration/ (tune: the rules were adjusted on it; "
+        "held-out: never used to adjust them) and print, per metric, accuracy and Cohen's kappa against the labels; "
+        "then the agreement of good_move with the testers' flags, rewrites and arena votes in the conversation log. "
+        "Only metrics whose held-out kappa reaches the threshold may decide eval compare's recommendation.")
+    q.add_argument("--tune", type=Path, help="labelled tune set (default data/calibration/tune.jsonl)")
+    q.add_argument("--heldout", type=Path, help="labelled held-out set (default data/calibration/heldout.jsonl)")
+    q.add_argument("--db", type=Path, help="conversation log (env QUIMBOT_DB, default ./var/quimbot.db)")
+    q.add_argument("--threshold", type=float, help="held-out kappa a metric needs to decide (default 0.6)")
+    q.add_argument("--show", action="store_true", help="also list the tune replies where a metric and the label differ")
+    q.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    q.set_defaults(func=cmd_calibrate)
+
+    q = esub.add_parser(
         "replay", help="answer flagged learner turns with an old and a new checkpoint",
         description="Re-run the learner turns behind flagged replies against OLD and NEW and label each flag "
         "fixed, still broken, regressed or fine (by the detector, on the flagged reasons).")
@@ -69,6 +83,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rec = report["recommendation"]
     print(f"recommended: {rec['model']} ({rec['why']})")
     print(f"report: {report['files']['markdown']} / {report['files']['html']}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from tutor.config import Settings
+
+    from . import calibrate as cal
+
+    threshold = cal.KAPPA_THRESHOLD if args.threshold is None else args.threshold
+    if not 0 < threshold <= 1:
+        raise QuimbotError(f"--threshold {threshold:g} is not a kappa to require; give a number in (0, 1].")
+    db = args.db or Settings().db_path
+    result = cal.calibrate(args.tune or cal.TUNE_PATH, args.heldout or cal.HELDOUT_PATH, threshold, db=db)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    rows = [cal.TABLE_HEAD, *cal.table_rows(result)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cal.TABLE_HEAD))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print(f"held-out kappa needed to decide a recommendation: {threshold:g}; "
+          f"trusted: {', '.join(result['trusted']) or 'none'}")
+    print(cal.testers_sentence(result.get("testers")))
+    if args.show:
+        labelled = {r["id"]: r for r in cal.load_labelled(args.tune or cal.TUNE_PATH)}
+        for label, ids in result["tune"]["disagreements"].items():
+            for i in ids:
+                row = labelled[i]
+                print(f"{label} {i}: label {row['labels'][label]}; learner: {row['learner']} | reply: {row['reply']}")
     return 0
 
 

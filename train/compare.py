@@ -99,6 +99,33 @@ def recommend(models: list[dict[str, Any]], rule: Rule) -> dict[str, Any]:
     return {"model": pick["spec"], "why": why, "rule": rule.describe()}
 
 
+def recommend_calibrated(models: list[dict[str, Any]], rule: Rule, calibration: dict[str, Any] | None) -> dict[str, Any]:
+    """``recommend``, but only a metric that agrees with people decides (``calibrate.decision_metric``: held-out
+    kappa at least the threshold). With no such metric the lowest known perplexity decides, or nothing does."""
+    from .calibrate import decision_metric
+
+    metric, note = decision_metric(rule.metric, calibration)
+    if metric:
+        rec = recommend(models, Rule(metric, rule.margin))
+    else:
+        with_ppl = [m for m in models if m.get("perplexity") is not None]
+        pick = min(with_ppl, key=lambda m: m["perplexity"]) if with_ppl else None
+        rec = {"model": pick["spec"] if pick else None, "rule": "lowest held-out perplexity (no calibrated metric)",
+               "why": f"perplexity {pick['perplexity']:.2f}, the lowest of {len(with_ppl)}" if pick else
+               "no calibrated pedagogy metric and no known perplexity to decide by"}
+    rec["calibration"] = note
+    return rec
+
+
+def _calibration(settings: Settings) -> dict[str, Any]:
+    from .calibrate import CalibrationError, calibrate
+
+    try:
+        return calibrate(db=settings.db_path)
+    except CalibrationError as exc:
+        return {"error": str(exc)}
+
+
 def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings: Settings | None = None,
             options: GenerationOptions | None = None, rule: Rule | None = None, batch_size: int = 8,
             progress: bool = True) -> dict[str, Any]:
@@ -114,8 +141,11 @@ def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings
         step, ppl = known_perplexity(spec)
         models.append({"spec": spec, "step": step, "perplexity": ppl, "replies": replies,
                        "per_reply": [m.as_dict() for m in per_reply], "metrics": pedagogy.aggregate(per_reply)})
-    report = {"prompts": len(prompts), "options": options.model_dump(), "rule": rule.describe(),
-              "recommendation": recommend(models, rule), "models": models,
+    calibration = _calibration(settings)
+    recommendation = recommend_calibrated(models, rule, calibration)
+    report = {"prompts": len(prompts), "options": options.model_dump(),
+              "rule": f"{recommendation.get('rule', rule.describe())} ({recommendation['calibration']})",
+              "recommendation": recommendation, "calibration": calibration, "models": models,
               "prompt_items": [{"id": p.get("id"), "learner": p["learner"], "error_type": p.get("error_type")}
                                for p in prompts]}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
@@ -156,7 +186,10 @@ def to_markdown(report: dict[str, Any], plot: Path | None) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report)]
     if plot:
         lines += ["", f"![perplexity and pedagogy per checkpoint]({plot.name})"]
-    lines += ["", "## Replies side by side", ""]
+    from .calibrate import markdown_section
+
+    lines += [""] + markdown_section(report.get("calibration"), report["recommendation"].get("calibration"))
+    lines += ["## Replies side by side", ""]
     for i, item in enumerate(report["prompt_items"]):
         lines.append(f"### {item['id'] or i}: “{item['learner']}” ({item['error_type'] or 'no error'})")
         for m in report["models"]:
@@ -182,6 +215,9 @@ def to_html(report: dict[str, Any], plot: Path | None) -> str:
     model_heads = "".join(f"<th>{e(m['spec'])}</th>" for m in report["models"])
     rec = report["recommendation"]
     image = f"<img src='{e(plot.name)}' alt='perplexity and pedagogy per checkpoint'>" if plot else ""
+    from .calibrate import html_section
+
+    image += html_section(report.get("calibration"), rec.get("calibration"))
     return ("<!doctype html><meta charset='utf-8'><title>Quimbot checkpoint comparison</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
             "padding:4px;vertical-align:top}td.good{background:#eefbe9}td.weak{background:#fdf0ee}</style>"
@@ -221,25 +257,17 @@ def plot_checkpoints(models: list[dict[str, Any]], path: Path) -> Path | None:
 
 def load_jfleg(folder: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Real learner sentences (JFLEG dev: dev.src and four human corrections dev.ref0-3) as a
-    prompt set, read where the data is present; never copied into the project. The corrections
-    are the words the references put where the learner's differ."""
-    import difflib
-
+    prompt set, read where the data is present; never copied into the project. The sentences are
+    detokenized ("do n't" -> "don't"); the corrections are the corrected forms the references put
+    where the learner's words differ, each with its context (``pedagogy.reference_corrections``:
+    never a lone function word). A sentence no reference changed is a turn without an error."""
     folder = Path(folder)
     src = (folder / "dev.src").read_text(encoding="utf-8").splitlines()
     refs = [(folder / f"dev.ref{i}").read_text(encoding="utf-8").splitlines() for i in range(4)
             if (folder / f"dev.ref{i}").exists()]
     prompts = []
     for i, sentence in enumerate(src[:limit] if limit else src):
-        words = sentence.split()
-        corrections = set()
-        for ref in refs:
-            ref_words = ref[i].split()
-            for op, _, _, j1, j2 in difflib.SequenceMatcher(a=words, b=ref_words).get_opcodes():
-                if op in ("replace", "insert") and j2 > j1:
-                    span = " ".join(ref_words[j1:j2]).strip(".,!?;:\"'")
-                    if span and len(span) > 1:
-                        corrections.add(span)
-        prompts.append({"id": f"jfleg-{i}", "learner": sentence, "level": "intermediate",
-                        "error_type": "jfleg" if corrections else None, "corrections": sorted(corrections) or None})
+        corrections = pedagogy.reference_corrections(sentence, [ref[i] for ref in refs if i < len(ref)])
+        prompts.append({"id": f"jfleg-{i}", "learner": pedagogy.detokenize(sentence), "level": "intermediate",
+                        "error_type": "jfleg" if corrections else None, "corrections": corrections})
     return prompts

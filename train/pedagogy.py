@@ -4,10 +4,20 @@ Rules, not a model (an optional LLM judge is at the end). Per reply, given the l
 when known, the corrected forms a recast would contain (``corrections``, from the tutor's side):
 
 - ``takes_up_error``: a corrected form appears in the reply, said from either side
-  (``tutor.learner_errors.takes_up``, also across contractions: "you'll visit" takes up "will visit").
+  (``tutor.learner_errors.takes_up``, also across contractions: "you'll visit" takes up "will visit", and
+  the reply's own "I" said as "you": "We say 'I am 25 years old'" takes up "are 25 years old").
   With ``corrections`` (a prompt set) any one of them will do; with ``corrections=None`` every error
   ``tutor.learner_errors.find_errors`` finds must be taken up. None when the learner made no (known) error.
-- ``red_pen``: explicit correction phrasing, exactly as the flag detector sees it.
+  Only a *telling* correction counts: one with a word that is not a function word (``FUNCTION_WORDS``:
+  "the", "can", "for", "you are" are in any reply). find_errors' bare "are" / "have" get the learner's next
+  words ("are my neighbours"); a prompt row whose corrections are all function words is refused.
+  ``reference_corrections`` makes such forms from whole corrected sentences (JFLEG): the changed words
+  with a word of context on either side, compared after ``detokenize`` ("do n't" -> "don't").
+- ``red_pen``: overt correction: the flag detector's red-pen phrases and ``OVERT`` ("'went well', not
+  'went good'", "say 'X'", "without 'of'", "you forgot the verb", "spelling tip"), or on an error turn
+  an explicit style (a lecture, a directive). A phrase that only repeats the learner's own words ("the
+  information was wrong") and praise of their grammar ("your English is excellent") are not red pen;
+  praise counts as over-correction on a correct turn.
 - ``grammar_terms``: grammar terminology (the detector's GRAMMAR_TERMS), overlapping hits counted once
   ("past tense" is one term, not "past tense" + "tense").
 - ``follow_up``: the detector's test (the reply ends with a question, or asks one of four words or more).
@@ -21,9 +31,17 @@ when known, the corrected forms a recast would contain (``corrections``, from th
       did not say, else it is a confirmation check.
   An invitation ("Tell me about him!") is a candidate too. A candidate is on topic when it shares a
   content word with the learner's turn (or their earlier turns in ``context``), addresses the learner
-  or the dialogue (you/your/we), refers back with a pronoun (it/they/he/one...), or has no content
-  word of its own ("What happened?"). Lexical, so it misses paraphrase ("How was the flight?" after
-  "I arrived in London"): compare models on it, do not read it as an absolute.
+  or the dialogue (you/your/we), refers back with a pronoun (it/they/he/one...), has no content
+  word of its own ("What happened?"), or is a wh-question in the past after a turn in the past ("Who was
+  playing?"). Never on topic: a stock question (``STOCK``: "What do you do for fun?", "What's your
+  favourite food?", a bare "Do you like football?") that shares no content word with the learner.
+  A question with a corrected form is a follow-up when an earlier sentence already modelled it and it
+  does not restate the learner ("Oh, you go to the pool every day? Do you swim every day?"); a
+  declarative question that restates the learner ("Oh, you mean you have any tips...?") is not one.
+  "Why?" and "And you?" are follow-ups. Lexical, so it misses paraphrase ("How was the flight?" after
+  "I arrived in London"): ``train/calibrate.py`` measures how often it agrees with people.
+- ``ignores_question``: the learner asked something and no statement of the reply brings a content word
+  of its own (or a "yes / sure / of course"): the parroted question.
 - ``follow_up_question``: the last candidate, normalised; used for the diversity figures.
 - ``words`` (and ``too_long``, the detector's per-level limit).
 - ``echo``: the learner's first person said back as the tutor's. A sentence of the reply that, after
@@ -31,7 +49,7 @@ when known, the corrected forms a recast would contain (``corrections``, from th
   and shares a content word with the learner's turn, and either is a question ("Oh, I have two
   brothers?") or repeats at least half of the learner's content words (at least two). A tutor's own
   "I love hiking too!", or a sentence that also says "you" ("I'm happy to give you advice"), is not.
-- ``over_correction`` (turns with no error only): red pen or grammar terminology anyway.
+- ``over_correction`` (turns with no error only): red pen, grammar terminology or praise of the grammar.
 - ``style``, the first rule that applies:
     1. explicit: red pen, or a lecture (two grammar terms or more, one with an explaining word such as
        "because" / "we use" / "remember", or "the rule"), or a directive naming the grammar
@@ -46,8 +64,9 @@ when known, the corrected forms a recast would contain (``corrections``, from th
     5. recast: the error is taken up;
     6. none: no error addressed (always the case for a plain reply to a correct sentence).
 - ``good_move``, the issue's target in one boolean. Error turn: takes up the error, style is not
-  explicit, no echo, and a follow-up on topic. Turn without error: no red pen, no over-correction,
-  no echo, and a follow-up on topic. Unknown (find_errors found nothing): treated as no error.
+  explicit, no echo, the learner's question answered, and a follow-up on topic. Turn without error: no
+  red pen, no over-correction, no echo, the question answered, and a follow-up on topic. Unknown
+  (find_errors found nothing): treated as no error. Agreement with hand labels: ``quimbot eval calibrate``.
 
 Per model (``aggregate``): means and shares of every metric, the style distribution, the good-move
 rate and the diversity of the follow-up questions. A model that asks the same handful of stock
@@ -76,12 +95,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tutor.detector import EXPLAINING, GRAMMAR_TERMS, MAX_WORDS, asks_follow_up, suggest_flags
+from tutor.detector import EXPLAINING, GRAMMAR_TERMS, MAX_WORDS, MISTAKE, RED_PEN, asks_follow_up
 from tutor.errors import QuimbotError
 from tutor.learner_errors import IRREGULAR_PAST, OVERREGULAR, LearnerError, find_errors, takes_up
 
 PROMPTS_PATH = Path(__file__).resolve().parent.parent / "data" / "prompts" / "tutoring_prompts.jsonl"
-METRICS_VERSION = "pedagogy-v1"
+METRICS_VERSION = "pedagogy-v2"  # v2: telling corrections, overt red pen, stock questions, unanswered questions
 LEVELS = ("beginner", "intermediate", "advanced")
 STYLES = ("recast", "elicitation", "expansion", "metalinguistic", "explicit", "none")
 TOP_K = 5
@@ -147,6 +166,33 @@ HINTS = [r"\bthink about\b", r"\bcareful (?:with|here|about)\b", r"\balready hap
 ELICIT = [r"\b(?:do|did) you mean\b", r"\byou mean\b", r"\bjust to check\b", r"\b(?:say|try) (?:that|it) again\b",
           r"\bcan you (?:say|repeat)\b", r"\bhow do you say\b", r"^(?:sorry|pardon|wait)\s*[,?!:]"]
 _HINTS = [re.compile(p, re.IGNORECASE) for p in HINTS]
+# Overt correction the detector's phrases miss: a quoted form set against another ("'went well', not
+# 'went good'"), "we say 'X'", "without 'of'", "you forgot the verb", "spelling tip", "is followed by" ...
+OVERT = [r"""\bnot ['"]\w""", r"""\bwithout ['"]\w[^'"]*['"]""", r"""(?:^|[.!?]\s+|\b(?:we|you|just|so|first|please),? )say ['"]""",
+         r"""['"]\w+['"] (?:describes|is for|is used for|goes with)\b""", r"""\balso ['"]\w""",
+         r"\bthe (?:correct|right|proper) (?:question|expression|spelling|preposition|article|ending)\b",
+         r"\byou forgot (?:the|a|an|to)\b", r"\bremember to (?:use|add|say|put)\b", r"\bis followed by\b",
+         r"\b(?:spelling|grammar) (?:tip|note|point|check)\b", r"\bnote on grammar\b",
+         r"\bcareful with (?:the |your )?spelling\b", r"\b(?:small|quick|one|two|a few) (?:fix|fixes)\b",
+         r"\bfix (?:two|three|a few|these|one|some) things?\b", r"""['"][\w' -]+['"] should be\b""",
+         r"""\bthe past (?:form |tense )?of ['"]?\w+['"]? is\b""", r"""\bthe (?:question|sentence|word) is ['"]""",
+         r"""\b(?:so |just )?use ['"]\w""", r"""\bafter ['"]\w+['"],? (?:no|we use|you use|use)\b"""]
+# praise of the learner's grammar: a comment on form (over-correction on a correct turn), not a correction
+PRAISE = [r"\byour (?:sentence|grammar|english) (?:is|was) (?:\w+ )?(?:perfect|excellent|correct|great|good|fine|"
+          r"flawless|very good)\b", r"\bno (?:mistakes|errors)\b", r"\b(?:perfect|correct|great|good|nice|lovely|"
+          r"excellent) (?:sentence|grammar|english)\b", r"\b(?:great|good|nice|perfect|excellent) use of\b",
+          r"\bused (?:it|that|them|the \w+(?: \w+)?) correctly\b", r"\bcorrectly\b"]
+# stock questions: about the learner's life in general, not about what they just said
+STOCK = [r"\bfavou?rite \w+", r"\bfree time\b", r"\bfor fun\b", r"\bhobb(?:y|ies)\b", r"\bfor (?:work|a living)\b",
+         r"^what do you think\W*$", r"\bhow (?:was|is) your (?:day|week|weekend)\b",
+         r"\b(?:plans|plan) for the weekend\b", r"\bweekend plans\b", r"\bfor breakfast\b",
+         r"\bwhat do you do (?:at|on) the weekend\b",
+         r"^do you like (?!it\b|them\b|that\b|this\b|those\b|there\b|him\b|her\b|one\b)\w+\W*$"]
+_OVERT = [re.compile(p, re.IGNORECASE) for p in OVERT]
+_PRAISE = [re.compile(p, re.IGNORECASE) for p in PRAISE]
+_STOCK = [re.compile(p, re.IGNORECASE) for p in STOCK]
+_DETECTOR_RED = [re.compile(p, re.IGNORECASE) for p in RED_PEN]
+_MISTAKE_RE = re.compile(MISTAKE, re.IGNORECASE)
 _ELICIT = [re.compile(p, re.IGNORECASE) for p in ELICIT]
 
 
@@ -217,6 +263,7 @@ class ReplyMetrics:
     style: str
     good_move: bool
     evidence: tuple[str, ...] = ()
+    ignores_question: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -235,6 +282,29 @@ def count_grammar_terms(text: str) -> int:
     return count
 
 
+def red_pen_hits(reply: str, learner: str = "") -> list[str]:
+    """Overt correction in a reply: the flag detector's red-pen phrases and OVERT, except a phrase that only
+    repeats the learner's own words ("the information was wrong") or praises their grammar."""
+    said = " ".join(tokens(learner))
+    learner_mentions_mistake = re.search(r"\b(?:mistake|error)", learner or "", re.IGNORECASE)
+    patterns = _DETECTOR_RED + _OVERT + ([] if learner_mentions_mistake else [_MISTAKE_RE])
+    praise = [m.span() for p in _PRAISE for m in p.finditer(reply)]
+    hits = []
+    for pattern in patterns:
+        for m in pattern.finditer(reply):
+            words = " ".join(tokens(m.group(0)))
+            if words and re.search(r"\b" + re.escape(words) + r"\b", said):
+                continue
+            if any(start <= m.start() < end or m.start() <= start < m.end() for start, end in praise):
+                continue
+            hits.append(m.group(0).strip())
+    return hits
+
+
+def praises_form(reply: str) -> bool:
+    return any(p.search(reply) for p in _PRAISE)
+
+
 def expand_contractions(text: str) -> str:
     """"you'll" -> "you will", "didn't" -> "did not" ... ('s and 'd stay: they are ambiguous)."""
     text = _clean(text)
@@ -245,45 +315,142 @@ def expand_contractions(text: str) -> str:
 
 def reply_takes_up(reply: str, error: LearnerError) -> bool:
     """``takes_up``, also when the reply and the correction differ only by a contraction."""
-    if takes_up(reply, error):
-        return True
     expanded = LearnerError(error.kind, error.span, tuple(expand_contractions(c) for c in error.corrections))
-    return takes_up(expand_contractions(reply), expanded)
+    for text in (reply, tutor_side(reply)):
+        if takes_up(text, error) or takes_up(expand_contractions(text), expanded):
+            return True
+    return False
+
+
+# Words that carry no correction on their own: a reply contains "the", "can" or "for" whatever it says.
+FUNCTION_WORDS = AUXILIARIES | set("""
+a an the this that these those some any no every each either neither both all much many more most few fewer
+less least several enough such i me my mine you your yours he him his she her hers it its we us our ours they
+them their theirs who whom whose which what that there here to of in on at by for with from about into onto
+over under after before since until during through between among against without within per as than and or
+but nor so yet if because while though although when where why how not n't also too very just only even be
+one ones other another then still already again
+been being am do does did done have has had having will would shall should can could may might must ought
+i'm you're he's she's it's we're they're i've you've we've they've i'll you'll we'll they'll i'd you'd
+""".split())
+
+
+def telling(correction: str) -> bool:
+    """Whether a corrected form proves anything when a reply contains it: it must carry a word that is
+    not a function word ("the", "can", "for", "you are" alone are in any reply)."""
+    return any(w not in FUNCTION_WORDS for w in tokens(expand_contractions(correction)))
+
+
+def _with_context(error: LearnerError, learner: str) -> LearnerError:
+    """find_errors' corrections with the learner's next words added where a correction alone is only
+    function words: "They is my neighbours" -> "are my neighbours" (from the tutor's side: "are your ...")."""
+    at = learner.lower().find(error.span.lower()) if error.span else -1
+    following = tokens(learner[at + len(error.span):]) if at >= 0 else []
+    forms = []
+    for correction in error.corrections:
+        extended = correction
+        for word in following[:3]:
+            if telling(extended):
+                break
+            extended += " " + word
+        if telling(extended):
+            forms.append(extended)
+    return LearnerError(error.kind, error.span, tuple(forms), error.note)
 
 
 def _errors_for(learner: str, corrections: Sequence[str] | None, error_type: str | None) -> list[LearnerError]:
     if corrections is None:
-        return find_errors(_clean(learner))
+        errors = [_with_context(e, _clean(learner)) for e in find_errors(_clean(learner))]
+        return [e for e in errors if e.corrections]
     forms = tuple(c for c in corrections if c and c.strip())
-    return [LearnerError(error_type or "given", "", forms)] if forms else []
-
-
-_FUNCTION_WORDS = AUXILIARIES | {"a", "an", "the", "it", "he", "she", "they", "we", "you", "i"}
+    kept = tuple(c for c in forms if telling(c))
+    if forms and not kept:
+        raise PromptSetError(f"The corrections {list(forms)} are only function words, which any reply contains; "
+                             "give each with the word it corrects (\"went to\", \"an apple\", \"people are\").")
+    return [LearnerError(error_type or "given", "", kept)] if kept else []
 
 
 def _contains_correction(text: str, errors: list[LearnerError]) -> bool:
-    """Whether a sentence models a correction; a bare function word ("are") proves nothing here."""
-    telling = [LearnerError(e.kind, e.span, tuple(c for c in e.corrections
-                                                  if len(c.split()) > 1 or c.lower() not in _FUNCTION_WORDS))
-               for e in errors]
-    return any(e.corrections and reply_takes_up(text, e) for e in telling)
+    """Whether a sentence models a correction (every correction kept is a telling one)."""
+    return any(e.corrections and reply_takes_up(text, e) for e in errors)
 
 
-def _is_candidate(question: str, errors: list[LearnerError], learner_words: set[str]) -> bool:
+def _restates(sentence: str, learner_words: set[str]) -> bool:
+    """The sentence says back most of what the learner said (at least 60% of their content words)."""
+    if not learner_words:
+        return True
+    return len(content_words(sentence) & learner_words) >= math.ceil(0.6 * len(learner_words))
+
+
+def _is_candidate(question: str, errors: list[LearnerError], learner_words: set[str], modelled: bool) -> bool:
+    """``modelled``: an earlier sentence of the reply already contains a corrected form; then a question
+    that also contains one ("Do you swim every day?") is a follow-up unless it restates the learner."""
     body = _body(question)
+    if len(body) == 1 and body[0] in ("why", "how", "you"):  # "Why?", "And you?" ask the learner to go on
+        return True
     if len(body) < 2:
         return False
     if body[0].split("'")[0] in WH:  # "what's" too
         return True
     if _contains_correction(question, errors):
-        return False
+        return modelled and body[0] in AUXILIARIES and not _restates(question, learner_words)
     if body[0] in AUXILIARIES:
         return True
-    return bool(content_words(question) - learner_words)
+    # a declarative question that says the learner's words back ("Oh, you mean what is my favourite season?")
+    # is a confirmation check
+    return bool(content_words(question) - learner_words) and not _restates(question, learner_words)
 
 
-def _on_topic(question: str, topic_words: set[str]) -> bool:
-    words, content = set(_body(question)), content_words(question)
+_ANSWER = re.compile(r"^\W*(?:yes|no|sure|of course|definitely|absolutely|certainly)\b", re.IGNORECASE)
+_PRONOUN_AFTER = set("you i we they it there he she your my this that".split())
+
+
+def learner_asks(learner: str) -> bool:
+    """Whether the learner's turn asks the tutor something ("Do you have any tips...?", "where you live")."""
+    for s in sentences(learner):
+        body = _body(s)
+        if s.endswith("?") and len(body) >= 2:
+            return True
+        if len(body) >= 3 and ((body[0] in AUXILIARIES and body[1] in _PRONOUN_AFTER) or (
+                body[0] in WH and body[1] in AUXILIARIES)):
+            return True
+    return False
+
+
+def ignores_question(reply: str, learner: str) -> bool:
+    """The learner asked something and the reply gives no answer: no statement that brings a content word
+    of its own. Parroting the question back ("Oh, you mean you have any tips for remembering new words?
+    What do you do?") is the typical case."""
+    if not learner_asks(learner):
+        return False
+    said = content_words(learner) | {stem(w) for w in FILLER}
+    statements = [s for s in sentences(reply) if not s.endswith("?")]
+    # "Sure, films next time!" answers "Maybe we can talk about films next time?"
+    return not any(content_words(s) - said or _ANSWER.match(s) for s in statements)
+
+
+def is_stock(question: str, topic_words: set[str]) -> bool:
+    """A stock question ("What do you do for fun?", "What's your favourite food?") that shares no content
+    word with what the learner said."""
+    body = " ".join(_body(question))
+    return any(p.search(body) for p in _STOCK) and not content_words(question) & topic_words
+
+
+_PAST = {"was", "were", "did", "had"} | set(IRREGULAR_PAST.values())
+
+
+def _past(words: Sequence[str]) -> bool:
+    return any(w in _PAST or (w.endswith("ed") and len(w) > 4) for w in words)
+
+
+def _on_topic(question: str, topic_words: set[str], past_turn: bool = False) -> bool:
+    body = _body(question)
+    words, content = set(body), content_words(question)
+    if is_stock(question, topic_words):
+        return False
+    # a wh-question in the past after a turn about the past asks about that event ("Who was playing?")
+    if past_turn and body and body[0] in WH and _past(body[1:3]):
+        return True
     # a question with no content of its own ("What happened?", "Which ones?") can only be about what was said
     return not content or bool(content & topic_words or words & YOU or words & BACK_REFERENCE)
 
@@ -311,11 +478,14 @@ def _style(reply: str, red_pen: bool, terms: int, error_turn: bool, taken_up: bo
     if terms or any(p.search(reply) for p in _HINTS):
         return "metalinguistic"
     if error_turn:
+        modelled = False
         for s in sentences(reply):
             body = _body(s)
+            contains = _contains_correction(s, errors)
             if any(p.search(s) for p in _ELICIT) or (
-                    s.endswith("?") and body and body[0] in AUXILIARIES and _contains_correction(s, errors)):
+                    s.endswith("?") and body and body[0] in AUXILIARIES and contains and not modelled):
                 return "elicitation"
+            modelled = modelled or contains
     if not taken_up:
         return "none"
     statements = " ".join(s for s in sentences(reply) if not s.endswith("?"))
@@ -336,22 +506,28 @@ def score_reply(reply: str, learner: str, corrections: Sequence[str] | None = No
     error_turn = bool(errors)
     # prompt set: one error, its corrections are alternatives; find_errors: every error found must be taken up
     taken_up = error_turn and (all if corrections is None else any)(reply_takes_up(reply, e) for e in errors)
-    flags = suggest_flags(reply, _clean(learner), level)
-    red = [f.evidence for f in flags if f.reason == "red_pen"]
+    red = [f"explicit correction: “{hit}”" for hit in red_pen_hits(reply, _clean(learner))[:1]]
     terms = count_grammar_terms(reply)
     learner_words = content_words(learner)
     topic_words = learner_words | set().union(
         *(content_words(m.get("content", "")) for m in (context or []) if m.get("role") == "user"))
-    candidates = [s for s in sentences(reply) if (s.endswith("?") and _is_candidate(s, errors, learner_words))
-                  or _INVITATION.match(s)]
-    on_topic = any(_on_topic(q, topic_words) for q in candidates)
+    candidates, modelled = [], False
+    for s in sentences(reply):
+        if (s.endswith("?") and _is_candidate(s, errors, learner_words, modelled)) or _INVITATION.match(s):
+            candidates.append(s)
+        modelled = modelled or _contains_correction(s, errors)
+    past_turn = _past(tokens(learner))
+    on_topic = any(_on_topic(q, topic_words, past_turn) for q in candidates)
     echo = is_echo(reply, learner)
     style = _style(reply, bool(red), terms, error_turn, taken_up, errors, learner_words)
-    over = not error_turn and (bool(red) or terms > 0)
+    over = not error_turn and (bool(red) or terms > 0 or praises_form(reply))
+    # a lecture or a directive about the learner's mistake corrects as overtly as a red-pen phrase
+    red_pen = bool(red) or (error_turn and style == "explicit")
+    unanswered = ignores_question(reply, learner)
     if error_turn:
-        good = taken_up and style != "explicit" and not echo and on_topic
+        good = taken_up and style != "explicit" and not echo and on_topic and not unanswered
     else:
-        good = not red and not over and not echo and on_topic
+        good = not red and not over and not echo and on_topic and not unanswered
     words = len(reply.split())
     evidence = tuple(red) + tuple(
         note for cond, note in (
@@ -360,13 +536,14 @@ def score_reply(reply: str, learner: str, corrections: Sequence[str] | None = No
             (over, "corrects a sentence that had no error"),
             (style == "explicit" and not red, "explains the grammar"),
             (not on_topic, "no follow-up question about what the learner said"),
+            (unanswered, "does not answer the learner's question"),
         ) if cond)
     return ReplyMetrics(
-        reply=reply, takes_up_error=taken_up if error_turn else None, red_pen=bool(red), grammar_terms=terms,
+        reply=reply, takes_up_error=taken_up if error_turn else None, red_pen=red_pen, grammar_terms=terms,
         follow_up=asks_follow_up(reply), follow_up_on_topic=on_topic,
         follow_up_question=normalize_question(candidates[-1]) if candidates else None, words=words,
         too_long=words > MAX_WORDS.get(level, MAX_WORDS["intermediate"]), echo=echo, over_correction=over,
-        style=style, good_move=good, evidence=evidence)
+        style=style, good_move=good, evidence=evidence, ignores_question=unanswered)
 
 
 def score_prompt(prompt: Mapping, reply: str) -> ReplyMetrics:
@@ -385,6 +562,64 @@ def score_prompt_set(prompts: Sequence[Mapping], replies: Mapping[str, str] | Se
     if len(replies) != len(prompts):
         raise PromptSetError(f"{len(replies)} replies for {len(prompts)} prompts; give one reply per prompt.")
     return [score_prompt(p, r) for p, r in zip(prompts, replies)]
+
+
+# ---------------------------------------------------------------- corrections from reference sentences
+_CLITIC = re.compile(r"(\w) (n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE)
+
+
+def detokenize(text: str) -> str:
+    """Tokenized corpus text as a person writes it: "do n't" -> "don't", "it 's" -> "it's",
+    " , " -> ", ", spaces inside brackets and quotes dropped."""
+    text = " ".join(_clean(text).split())
+    text = _CLITIC.sub(r"\1\2", text)
+    text = re.sub(r"\s+([.,!?;:%)\]}])", r"\1", text)
+    text = re.sub(r"([(\[{$])\s+", r"\1", text)
+    text = re.sub(r'"\s*([^"]*?)\s*"', r'"\1"', text)
+    return text.strip()
+
+
+MAX_CHANGED_WORDS = 6  # a longer rewrite is a new sentence, not one correction a recast would contain
+
+
+def _window(ref: list[str], j1: int, j2: int, learner_text: str) -> list[str]:
+    """Corrected forms around ref[j1:j2] (the words a reference put where the learner's differ, empty for
+    a deletion): the changed words with one word of context on either side, two where one is not enough.
+    Each must carry a word that is not a function word and must not be something the learner wrote."""
+    changed = ref[j1:j2]
+    found: list[str] = []
+    for width in (1, 2):
+        left, right = ref[max(0, j1 - width):j1], ref[j2:j2 + width]
+        shapes = [changed + right, left + changed, left + changed + right] if changed else [left + right]
+        if len(changed) >= 2:
+            shapes.insert(0, changed)
+        for words in shapes:
+            form = " ".join(words)
+            if (len(words) >= 2 and telling(form) and form not in found
+                    and not re.search(r"\b" + re.escape(form) + r"\b", learner_text)):
+                found.append(form)
+        if found:
+            break
+    return found
+
+
+def reference_corrections(learner: str, references: Sequence[str]) -> list[str]:
+    """The corrected forms a recast of ``learner`` could contain, from human corrections of the whole
+    sentence (JFLEG's dev.ref0-3, or a calibration row's references). Word-level differences, compared
+    lower-case after detokenizing, punctuation-only changes ignored; each form keeps the corrected
+    context ("many parts", "in a factory", "considered the least"), never a lone function word."""
+    import difflib
+
+    words = tokens(detokenize(learner))
+    learner_text = " ".join(words)
+    forms: set[str] = set()
+    for reference in references:
+        ref = tokens(detokenize(reference))
+        for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=words, b=ref, autojunk=False).get_opcodes():
+            if op == "equal" or j2 - j1 > MAX_CHANGED_WORDS:
+                continue
+            forms.update(_window(ref, j1, j2, learner_text))
+    return sorted(forms)
 
 
 # ---------------------------------------------------------------- one model
@@ -445,11 +680,12 @@ def aggregate(metrics: Sequence[ReplyMetrics]) -> dict:
 
 
 # ---------------------------------------------------------------- prompt sets
-def load_prompts(path: str | Path = PROMPTS_PATH) -> list[dict]:
-    """A prompt set, checked row by row; raises PromptSetError naming the line and the fix."""
+def read_checked_jsonl(path: str | Path, problem, error: type[QuimbotError], missing: str) -> list[dict]:
+    """Rows of a JSONL file, each checked by ``problem(row) -> str | None``; ids must be unique. Raises
+    ``error`` naming the line and the fix (``missing``: what to say when the file is not there)."""
     path = Path(path)
     if not path.exists():
-        raise PromptSetError(f"No prompt set at {path}; pass the path of a tutoring_prompts.jsonl file.")
+        raise error(f"No {missing} at {path}.")
     rows, ids = [], set()
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -458,15 +694,21 @@ def load_prompts(path: str | Path = PROMPTS_PATH) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise PromptSetError(f"{where} is not JSON ({exc.msg}); write one JSON object per line.") from None
-        problem = _prompt_problem(row)
-        if problem:
-            raise PromptSetError(f"{where}: {problem}.")
+            raise error(f"{where} is not JSON ({exc.msg}); write one JSON object per line.") from None
+        found = problem(row)
+        if found:
+            raise error(f"{where}: {found}.")
         if row["id"] in ids:
-            raise PromptSetError(f"{where}: id {row['id']!r} is used twice; ids must be unique.")
+            raise error(f"{where}: id {row['id']!r} is used twice; ids must be unique.")
         ids.add(row["id"])
         rows.append(row)
     return rows
+
+
+def load_prompts(path: str | Path = PROMPTS_PATH) -> list[dict]:
+    """A prompt set, checked row by row; raises PromptSetError naming the line and the fix."""
+    return read_checked_jsonl(path, _prompt_problem, PromptSetError,
+                              "prompt set; pass the path of a tutoring_prompts.jsonl file")
 
 
 def _prompt_problem(row: object) -> str | None:
