@@ -115,3 +115,24 @@ def test_tiny_qwen3_trains_serves_exports_to_gguf_and_passes_parity(tmp_path):
     parity = json.loads((out / "parity-f16.json").read_text())
     assert parity["passed"] and not parity["problems"]
     assert parity["same_prompt_tokens_rate"] == 1.0  # same template, BOS and <think> tokens in both engines
+
+
+def test_the_seed_run_config_and_accelerate_configs():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from train.train_config import ConfigError, load_config, resolve_effective_batch
+
+    c = load_config(ROOT / "data" / "train_qwen3_8b.toml")
+    assert (c.base, c.lora_r, c.lora_target_modules, c.learning_rate, c.save_steps, c.precision) == (
+        "Qwen/Qwen3-8B", 16, ["all-linear"], 1e-4, 50, "bf16")
+    for gpus in (1, 4, 8):  # effective batch 64 on 1, 4 or 8 GPUs
+        r = resolve_effective_batch(c, gpus)
+        assert r.per_device_train_batch_size * r.gradient_accumulation_steps * gpus == 64
+    with pytest.raises(ConfigError, match="not a multiple"):
+        resolve_effective_batch(c, 3)
+    kinds = {}
+    for path in sorted((ROOT / "configs" / "accelerate").glob("*.yaml")):
+        config = load_config_from_file(str(path))
+        kinds[path.name] = (str(config.distributed_type).split(".")[-1], config.num_processes, config.mixed_precision)
+    assert kinds == {"1gpu.yaml": ("NO", 1, "bf16"), "4gpu-ddp.yaml": ("MULTI_GPU", 4, "bf16"),
+                     "8gpu-ddp.yaml": ("MULTI_GPU", 8, "bf16"), "8gpu-fsdp.yaml": ("FSDP", 8, "bf16")}

@@ -32,6 +32,17 @@ def register(subparsers) -> None:
     q.add_argument("--metric", default="pedagogy_score", help="what the recommendation maximises")
     q.add_argument("--margin", type=float, default=0.02,
                    help="models within this of the best count as tied; the lowest perplexity wins (0.02)")
+    q.add_argument("--vllm", action="store_true",
+                   help="serve the base and every checkpoint (hf: specs of one base) from one vLLM server started "
+                   "with --enable-lora and the checkpoints as LoRA modules, instead of loading each in turn (GPU; "
+                   "QUIMBOT_VLLM names the vllm command)")
+    q.add_argument("--vllm-url", metavar="URL",
+                   help="like --vllm, but use the vLLM server already running at URL (e.g. http://gpu:8000/v1); "
+                   "it must serve the base as 'base' and each checkpoint as '<run>-<checkpoint>'")
+    q.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for vllm serve, repeatable (e.g. --vllm-arg=--max-model-len=4096)")
+    q.add_argument("--concurrency", type=int, default=64,
+                   help="with --vllm: requests in flight at once, over all models (default 64)")
     q.set_defaults(func=cmd_compare)
 
     q = esub.add_parser(
@@ -73,9 +84,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         prompts = pedagogy.load_prompts(args.prompts) if args.prompts else pedagogy.load_prompts()
         prompts = prompts[:args.limit] if args.limit else prompts
-    report = compare(args.specs, prompts, args.out, options=GenerationOptions(temperature=0.0,
-                     max_tokens=args.max_tokens, seed=0), rule=Rule(args.metric, args.margin),
-                     batch_size=args.batch_size)
+    options = GenerationOptions(temperature=0.0, max_tokens=args.max_tokens, seed=0)
+    if args.vllm or args.vllm_url:
+        from .compare_vllm import compare_with_vllm
+
+        report = compare_with_vllm(args.specs, prompts, args.out, base_url=args.vllm_url, options=options,
+                                   rule=Rule(args.metric, args.margin), concurrency=args.concurrency,
+                                   vllm_args=args.vllm_arg)
+    else:
+        report = compare(args.specs, prompts, args.out, options=options, rule=Rule(args.metric, args.margin),
+                         batch_size=args.batch_size)
     from .compare import summary_rows
 
     for row in summary_rows(report):

@@ -128,7 +128,10 @@ def _calibration(settings: Settings) -> dict[str, Any]:
 
 def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings: Settings | None = None,
             options: GenerationOptions | None = None, rule: Rule | None = None, batch_size: int = 8,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, generate=None) -> dict[str, Any]:
+    """``generate`` (default ``generate_replies``) makes one model's replies: ``generate(spec, prompts,
+    settings, options, batch_size, progress)``; train.compare_vllm passes one that asks a vLLM server."""
+    generate = generate or generate_replies
     settings = settings or Settings()
     options = options or GenerationOptions(temperature=0.0, max_tokens=80, seed=0)
     rule = rule or Rule()
@@ -136,7 +139,7 @@ def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings
     out_dir.mkdir(parents=True, exist_ok=True)
     models = []
     for spec in specs:
-        replies = generate_replies(spec, prompts, settings, options, batch_size, progress)
+        replies = generate(spec, prompts, settings, options, batch_size, progress)
         per_reply = [pedagogy.score_prompt(p, r) for p, r in zip(prompts, replies)]
         step, ppl = known_perplexity(spec)
         models.append({"spec": spec, "step": step, "perplexity": ppl, "replies": replies,
