@@ -61,7 +61,7 @@ class Arena:
         """Record the tester's choice and reveal which model was which."""
         if vote not in VOTES:
             raise InputError(f"A vote is one of {', '.join(VOTES)}, not {vote!r}.")
-        rows = list(self.db.query("SELECT * FROM arena_rounds WHERE id = ?", [round_id]))
+        rows = list(self.store.query("SELECT * FROM arena_rounds WHERE id = ?", [round_id]))
         if not rows:
             raise NotFoundError(f"Arena round {round_id} does not exist.")
         if rows[0]["vote"]:
@@ -73,7 +73,7 @@ class Arena:
     def table(self) -> list[dict[str, Any]]:
         """Per model: rounds, wins, losses, ties, both bad, win rate (ties half) with a 95% CI."""
         stats: dict[str, dict[str, int]] = {}
-        for r in self.db.query("SELECT model_first, model_second, vote FROM arena_rounds WHERE vote IS NOT NULL"):
+        for r in self.store.query("SELECT model_first, model_second, vote FROM arena_rounds WHERE vote IS NOT NULL"):
             for me, other_pos in ((r["model_first"], "second"), (r["model_second"], "first")):
                 s = stats.setdefault(me, {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0})
                 mine = "first" if other_pos == "second" else "second"

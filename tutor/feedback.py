@@ -67,7 +67,7 @@ class Feedback:
 
     # -- flags ---------------------------------------------------------------------------
     def _assistant_turn(self, turn_id: int) -> dict[str, Any]:
-        rows = list(self.db.query("SELECT * FROM turns WHERE id = ?", [turn_id]))
+        rows = list(self.store.query("SELECT * FROM turns WHERE id = ?", [turn_id]))
         if not rows:
             raise NotFoundError(f"Turn {turn_id} does not exist.")
         if rows[0]["role"] != "assistant" or rows[0]["status"] != "ok":
@@ -84,7 +84,7 @@ class Feedback:
         note = _check_text(note, MAX_NOTE_CHARS, "note")
         rewrite = _check_text(rewrite, MAX_REWRITE_CHARS, "rewrite")
         turn = self._assistant_turn(turn_id)
-        existing = list(self.db.query(
+        existing = list(self.store.query(
             "SELECT id FROM flags WHERE turn_id = ? AND tester = ? AND removed_at IS NULL", [turn_id, tester]))
         if existing:
             self.update(existing[0]["id"], reasons=reasons, note=note, rewrite=rewrite)
@@ -108,20 +108,20 @@ class Feedback:
         self.store._write(lambda: self.db["flags"].update(flag_id, {"removed_at": now(), "removed_by": by}))
 
     def get(self, flag_id: int) -> dict[str, Any]:
-        rows = list(self.db.query("SELECT * FROM flags WHERE id = ? AND removed_at IS NULL", [flag_id]))
+        rows = list(self.store.query("SELECT * FROM flags WHERE id = ? AND removed_at IS NULL", [flag_id]))
         if not rows:
             raise NotFoundError(f"Flag {flag_id} does not exist (or was removed).")
         return _decode(rows[0])
 
     def flags_for_turn(self, turn_id: int) -> list[dict[str, Any]]:
-        return [_decode(r) for r in self.db.query(
+        return [_decode(r) for r in self.store.query(
             "SELECT * FROM flags WHERE turn_id = ? AND removed_at IS NULL ORDER BY id", [turn_id])]
 
     # -- suggestions ---------------------------------------------------------------------
     def suggest(self, turn_id: int) -> list[dict[str, Any]]:
         """Run the detector on a reply and store its suggestions (once per detector version)."""
         turn = self._assistant_turn(turn_id)
-        learner = list(self.db.query(
+        learner = list(self.store.query(
             "SELECT content FROM turns WHERE conversation_id = ? AND idx < ? AND role = 'user' "
             "ORDER BY idx DESC LIMIT 1", [turn["conversation_id"], turn["idx"]]))
         found = suggest_flags(turn["content"], learner[0]["content"] if learner else "", turn["level"] or "")
@@ -133,11 +133,11 @@ class Feedback:
         return self.suggestions_for_turn(turn_id)
 
     def suggestions_for_turn(self, turn_id: int) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM suggestions WHERE turn_id = ? ORDER BY id", [turn_id]))
+        return list(self.store.query("SELECT * FROM suggestions WHERE turn_id = ? ORDER BY id", [turn_id]))
 
     def decide(self, suggestion_id: int, confirm: bool, tester: str) -> int | None:
         """Confirm (adds the reason to the tester's flag on that reply) or dismiss a suggestion."""
-        rows = list(self.db.query("SELECT * FROM suggestions WHERE id = ?", [suggestion_id]))
+        rows = list(self.store.query("SELECT * FROM suggestions WHERE id = ?", [suggestion_id]))
         if not rows:
             raise NotFoundError(f"Suggestion {suggestion_id} does not exist.")
         suggestion = rows[0]
@@ -178,14 +178,14 @@ class Feedback:
                "(SELECT u.content FROM turns u WHERE u.conversation_id = t.conversation_id AND u.idx < t.idx "
                " AND u.role = 'user' ORDER BY u.idx DESC LIMIT 1) AS learner "
                f"FROM flags f JOIN turns t ON t.id = f.turn_id WHERE {where} ORDER BY f.created_at DESC LIMIT ?")
-        return [_decode(r) for r in self.db.query(sql, [*args, limit])]
+        return [_decode(r) for r in self.store.query(sql, [*args, limit])]
 
     def counts(self, filters: FlagFilters | None = None) -> dict[str, dict[str, int]]:
         where, args = self._where(filters or FlagFilters())
-        by_reason = {r["value"]: r["n"] for r in self.db.query(
+        by_reason = {r["value"]: r["n"] for r in self.store.query(
             f"SELECT j.value, COUNT(*) AS n FROM flags f JOIN turns t ON t.id = f.turn_id, json_each(f.reasons) j "
             f"WHERE {where} GROUP BY j.value ORDER BY n DESC", args)}
-        by_checkpoint = {r["k"]: r["n"] for r in self.db.query(
+        by_checkpoint = {r["k"]: r["n"] for r in self.store.query(
             f"SELECT COALESCE(t.checkpoint, t.model_spec) AS k, COUNT(*) AS n FROM flags f "
             f"JOIN turns t ON t.id = f.turn_id WHERE {where} GROUP BY k ORDER BY n DESC", args)}
         return {"reason": by_reason, "checkpoint": by_checkpoint}

@@ -54,7 +54,7 @@ class _DialogueScrubber:
     def names(self, conversation_id: int) -> frozenset[str]:
         if conversation_id not in self._names:
             texts = [t["content"] for t in self.store.turns(conversation_id)]
-            texts += [r["rewrite"] for r in self.store.db.query(
+            texts += [r["rewrite"] for r in self.store.query(
                 "SELECT f.rewrite FROM flags f JOIN turns t ON t.id = f.turn_id "
                 "WHERE t.conversation_id = ? AND f.rewrite IS NOT NULL", [conversation_id])]
             self._names[conversation_id] = frozenset(self.scrubber.names_in(texts))
@@ -85,7 +85,7 @@ def build_rows(store: Store, filters: FlagFilters | None = None, include_system:
     rows: list[tuple[str, dict]] = []
     skipped: list[str] = []
     for turn_id, turn_flags in sorted(by_turn.items()):
-        turn = list(store.db.query("SELECT * FROM turns WHERE id = ?", [turn_id]))[0]
+        turn = list(store.query("SELECT * FROM turns WHERE id = ?", [turn_id]))[0]
         prompt, learner = _dialogue(store, turn, include_system)
         if not prompt:
             skipped.append(f"turn {turn_id}: no learner message before it")

@@ -53,6 +53,12 @@ class Store:
     def open(cls, path: str | Path) -> "Store":
         return cls(open_database(path))
 
+    def query(self, sql: str, args=()) -> list[dict[str, Any]]:
+        """Rows of a read, under the store's lock: the app's threads share one connection, and a read
+        interleaved with another thread's savepoint broke its write ("no such savepoint")."""
+        with self._lock:
+            return list(self.db.query(sql, args))
+
     # -- writes -------------------------------------------------------------------------
     def _write(self, fn, *args, **kwargs):
         with self._lock:
