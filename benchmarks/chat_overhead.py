@@ -33,7 +33,14 @@ Fairness:
 
 Targets: session/direct throughput >= 0.9 and session/direct TTFT <= 1.1.
 
-Usage:  .venv/bin/python benchmarks/chat_overhead.py [--runs N] [--max-tokens N] [--db PATH]
+With ``--engine llama-server`` (the app's engine, the default) the same comparison runs against one
+supervised llama-server: the session path is ``ChatService.send`` through ``LlamaServerBackend``,
+the direct path is a plain streaming HTTP POST of the same messages and sampling fields to the same
+server's ``/v1/chat/completions``. Both send ``cache_prompt`` (the server's prompt cache), so both
+reuse the system prompt's KV the same way.
+
+Usage:  .venv/bin/python benchmarks/chat_overhead.py [--engine llama-server|in-process] [--runs N]
+        [--max-tokens N] [--db PATH]
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ if str(ROOT) not in sys.path:
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import httpx  # noqa: E402
 import llama_cpp  # noqa: E402
 
 import tutor.session as session_mod  # noqa: E402
@@ -112,7 +120,9 @@ def run_direct(llm, messages, options: GenerationOptions) -> dict:
 
 
 def run_session(service: ChatService, llm, message: str, level: str, options: GenerationOptions) -> dict:
-    llm.reset()
+    """``llm``: the in-process model to reset first, or None for llama-server (its prompt cache stays)."""
+    if llm is not None:
+        llm.reset()
     times: list[float] = []
     text = ""
     final = None
@@ -261,9 +271,13 @@ def main(argv: list[str] | None = None) -> int:
                              "discarded and rerun, at most --runs times)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a target is missed or the texts differ")
+    parser.add_argument("--engine", choices=["llama-server", "in-process"], default="llama-server",
+                        help="the engine both paths use (default llama-server, the app's engine)")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.engine == "llama-server":
+        return main_server(args)
 
     cpus = os.cpu_count()
     try:
@@ -415,6 +429,84 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# -- the app's engine: llama-server ------------------------------------------------------------
+
+def run_server_direct(base_url: str, messages, options: GenerationOptions) -> dict:
+    """The same request LlamaServerBackend makes, as a bare streaming HTTP POST."""
+    import json
+
+    body = {"model": "default", "messages": messages, "temperature": options.temperature, "top_p": options.top_p,
+            "max_tokens": options.max_tokens, "stream": True, "seed": options.seed, "cache_prompt": True,
+            "stream_options": {"include_usage": True}}
+    times: list[float] = []
+    pieces: list[str] = []
+    t0 = time.perf_counter()
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=120) as resp:
+        for line in resp.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            for choice in json.loads(line[6:]).get("choices") or []:
+                text = (choice.get("delta") or {}).get("content") or ""
+                if text:
+                    times.append(time.perf_counter())
+                    pieces.append(text)
+    return _result(t0, times, "".join(pieces), time.perf_counter())
+
+
+def main_server(args) -> int:
+    from tutor.backends.registry import configure_engine
+
+    print("Quimbot chat overhead benchmark: session layer vs direct HTTP to the same llama-server")
+    print(f"machine   : {platform.platform()}, python {platform.python_version()}, os.cpu_count()={os.cpu_count()}, "
+          f"loadavg={'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
+    tmpdir = Path(tempfile.mkdtemp(prefix="quimbot-bench-"))
+    try:
+        settings = Settings()
+        settings.db_path = args.db or tmpdir / "quimbot.db"
+        if configure_engine(settings, "llama-server") != "llama-server":
+            print("llama-server is not built: run `bash scripts/setup.sh` first")
+            return 1
+        pool = BackendPool(settings)
+        t = time.perf_counter()
+        backend = pool.get("default")
+        print(f"engine    : {' '.join(backend.server.argv[:1])} (started in {time.perf_counter() - t:.2f}s, excluded)")
+        service = ChatService(Store.open(settings.db_path), pool)
+        level = normalize_level(args.level)
+        options = GenerationOptions(temperature=0.0, max_tokens=args.max_tokens, seed=args.seed)
+        messages, prompt_tokens = service.build_messages(backend, system_prompt(level), [],
+                                                         clean_message(args.message), options)
+        print(f"prompt    : {prompt_tokens} tokens, temperature=0, max_tokens={options.max_tokens}; "
+              f"{args.warmup} warm-up + {args.runs} measured pairs, interleaved")
+        for _ in range(args.warmup):
+            run_session(service, None, args.message, level, options)
+            run_server_direct(backend.server.base_url, messages, options)
+        sess, direct = [], []
+        for i in range(args.runs):
+            s_ = run_session(service, None, args.message, level, options)
+            d_ = run_server_direct(backend.server.base_url, messages, options)
+            sess.append(s_)
+            direct.append(d_)
+            print(f"  run {i + 1}: session TTFT {s_['ttft_ms']:7.1f} ms {s_['tps']:6.1f} tok/s | "
+                  f"direct TTFT {d_['ttft_ms']:7.1f} ms {d_['tps']:6.1f} tok/s")
+        tps_ratio = median([r["tps"] for r in sess]) / median([r["tps"] for r in direct])
+        ttft_ratio = median([r["ttft_ms"] for r in sess]) / median([r["ttft_ms"] for r in direct])
+        identical = len({r["text"] for r in sess + direct}) == 1
+        print()
+        print(f"median tok/s: session {median([r['tps'] for r in sess]):.1f}, direct "
+              f"{median([r['tps'] for r in direct]):.1f}; median TTFT ms: session "
+              f"{median([r['ttft_ms'] for r in sess]):.1f}, direct {median([r['ttft_ms'] for r in direct]):.1f}")
+        print(f"throughput ratio (session/direct): {tps_ratio:.3f}  (target >= {THROUGHPUT_TARGET})  "
+              f"{'PASS' if tps_ratio >= THROUGHPUT_TARGET else 'MISS'}")
+        print(f"TTFT ratio (session/direct):       {ttft_ratio:.3f}  (target <= {TTFT_TARGET})  "
+              f"{'PASS' if ttft_ratio <= TTFT_TARGET else 'MISS'}")
+        print(f"texts identical across all {2 * args.runs} trials: {'YES' if identical else 'NO'}")
+        ok = tps_ratio >= THROUGHPUT_TARGET and ttft_ratio <= TTFT_TARGET and identical
+        backend.supervisor.close()
+        return 1 if (args.strict and not ok) else 0
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ Usage:  .venv/bin/python benchmarks/load.py [--sessions N] [--turns N] [--max-to
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 import html
 import os
 import platform
@@ -156,7 +157,7 @@ def check_phase(db: sqlite3.Connection, result: dict) -> tuple[list[str], dict]:
     """Verify the phase's conversations in the app's database; return problems and token totals."""
     phase, sessions, turns = result["phase"], result["sessions"], result["turns"]
     problems: list[str] = []
-    totals = {"completion_tokens": 0, "prompt_tokens": 0, "replies": 0, "latency_ms": []}
+    totals = {"completion_tokens": 0, "prompt_tokens": 0, "replies": 0, "latency_ms": [], "ttft_ms": []}
     found: dict[int, int] = {}
     for (cid,) in db.execute("SELECT id FROM conversations ORDER BY id"):
         first = db.execute("SELECT content FROM turns WHERE conversation_id = ? AND idx = 0", [cid]).fetchone()
@@ -167,8 +168,9 @@ def check_phase(db: sqlite3.Connection, result: dict) -> tuple[list[str], dict]:
             problems.append(f"{phase}: session {session} has two conversations (#{found[session]} and #{cid})")
             continue
         found[session] = cid
-        rows = db.execute("SELECT idx, role, content, status, completion_tokens, prompt_tokens, latency_ms "
-                          "FROM turns WHERE conversation_id = ? ORDER BY idx", [cid]).fetchall()
+        rows = db.execute("SELECT idx, role, content, status, completion_tokens, prompt_tokens, latency_ms, "
+                          "created_at, first_token_ms FROM turns WHERE conversation_id = ? ORDER BY idx",
+                          [cid]).fetchall()
         if [r[0] for r in rows] != list(range(2 * turns)):
             problems.append(f"{phase} session {session}: {len(rows)} turns logged, expected {2 * turns} "
                             f"(idx 0..{2 * turns - 1})")
@@ -181,12 +183,19 @@ def check_phase(db: sqlite3.Connection, result: dict) -> tuple[list[str], dict]:
             problems.append(f"{phase} session {session}: {len(bad)} turn(s) not 'ok' ({bad[0][3]})")
         if [r[1] for r in rows] != ["user", "assistant"] * (len(rows) // 2):
             problems.append(f"{phase} session {session}: turns do not alternate user/assistant")
+        by_idx = {r[0]: r for r in rows}
         for r in replies:
             if r[3] == "ok":
                 totals["completion_tokens"] += r[4] or 0
                 totals["prompt_tokens"] += r[5] or 0
                 totals["replies"] += 1
                 totals["latency_ms"].append(r[6] or 0.0)
+                asked = by_idx.get(r[0] - 1)
+                if asked is not None and r[8] is not None:
+                    # what the learner waits for: their message stored -> the reply's first token
+                    # (prompt building, token counting, waiting for the engine, prompt evaluation)
+                    queued = (datetime.fromisoformat(r[7]) - datetime.fromisoformat(asked[7])).total_seconds()
+                    totals["ttft_ms"].append(queued * 1000 + r[8])
         shown = history_users(result["histories"].get(session))
         if [html.unescape(s) for s in shown] != [message(phase, session, t) for t in range(turns)]:
             problems.append(f"{phase} session {session}: the client was shown {len(shown)} user messages that "
@@ -248,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(default 1); the ratio uses all rounds' tokens and wall time, per-round ratios "
                              "are printed too")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per phase (default 3600)")
+    parser.add_argument("--engine", default=None, choices=["llama-server", "in-process"],
+                        help="the app's engine (default: the app's own default, llama-server)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when any turn failed or a logging check failed")
     args = parser.parse_args(argv)
@@ -273,6 +284,8 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
            "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "tutor.cli", "app", "--port", str(port), "--preload",
            "--max-tokens", str(args.max_tokens), "--temperature", str(args.temperature), "--seed", str(args.seed)]
+    if args.engine:
+        cmd += ["--engine", args.engine]
 
     cpus = os.cpu_count()
     try:
@@ -361,7 +374,15 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
     print(f"sessions: {args.sessions}   turns per session: {args.turns}   rounds: {args.rounds}   "
           f"turns: {sum(r['sessions'] * r['turns'] for r in results)}   errors: {errors}")
     print(f"aggregate tokens/s: 1 session {solo:.1f}, {args.sessions} sessions {group:.1f}")
-    print(f"ratio ({args.sessions} sessions / 1 session): {ratio:.3f}")
+    print(f"ratio ({args.sessions} sessions / 1 session): {ratio:.3f}   (target >= 2.0)")
+
+    def ttft(kind: str) -> float:
+        values = [v for r in results if r["kind"] == kind for v in r["totals"]["ttft_ms"]]
+        return statistics.median(values) if values else float("nan")
+
+    solo_ttft, class_ttft = ttft("solo"), ttft("class")
+    print(f"time to first token, median: 1 session {solo_ttft:.0f} ms, {args.sessions} sessions {class_ttft:.0f} ms; "
+          f"ratio {class_ttft / solo_ttft:.2f}   (target <= 3.0; from the log: message stored -> first token)")
     if args.rounds > 1:
         per_round = [next(r["tps"] for r in results if r["round"] == k and r["kind"] == "class")
                      / next(r["tps"] for r in results if r["round"] == k and r["kind"] == "solo")

@@ -14,6 +14,13 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON" -m venv .venv
 fi
 
+# llama.cpp is compiled for any x86-64 CPU with AVX2, never -march=native: one machine of this kind
+# advertised AMX that it could not run, and a native build died with SIGILL (tutor/llama_build.py).
+if [[ -z "${CMAKE_ARGS:-}" ]]; then
+    CMAKE_ARGS="$("$PYTHON" -m tutor.llama_build cmake-args)"
+    export CMAKE_ARGS
+fi
+
 # Hash of the dependency list: skip pip entirely when nothing changed since the last install.
 extras=""
 [[ $DEV == 1 ]] && extras="[dev]"
@@ -25,6 +32,12 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     .venv/bin/python -m pip install --quiet -e ".${extras}"
     echo "$want" > "$stamp"
 fi
+
+# pip's wheel cache does not key on CMAKE_ARGS: a wheel built natively on another machine may be here.
+# Run the engine on the bundled model in a child process; rebuild it portably when it makes no token.
+.venv/bin/python -m tutor.llama_build check-python
+# llama.cpp's own server, which the app supervises: built once per version and flags, then checked.
+.venv/bin/python -m tutor.llama_build server
 
 if [[ $DEV == 1 ]] && [[ ! -x /usr/bin/chromium ]]; then
     if [[ $(id -u) == 0 ]]; then

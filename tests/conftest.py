@@ -54,6 +54,18 @@ def service(store: Store, shared_pool: BackendPool) -> ChatService:
     return ChatService(store, shared_pool)
 
 
+CALL_TIMEOUT_S = 240  # one client call to the app: a reply on this CPU takes seconds, never minutes
+
+
+def log_tail(path: Path | None, chars: int = 3000) -> str:
+    if path is None:
+        return ""
+    try:
+        return Path(path).read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
 def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 180) -> None:
     import httpx
 
@@ -92,18 +104,78 @@ def serve_subprocess(cmd: list[str], ready_url: str, log_path: Path, env: dict |
         log.close()
 
 
+class BoundedClient:
+    """gradio_client's Client with a bound on every call. While a call waits, the server process is
+    watched: when it dies the test fails at once with the end of its log, and a call that outlives
+    ``timeout`` fails the same way instead of hanging the suite."""
+
+    def __init__(self, url: str, proc: subprocess.Popen | None = None, log: Path | None = None,
+                 timeout: float = CALL_TIMEOUT_S, **kwargs):
+        from gradio_client import Client
+
+        self.proc, self.log, self.timeout = proc, log, timeout
+        self._check("connecting")
+        self.client = Client(url, verbose=False, httpx_kwargs={"timeout": 30}, **kwargs)
+
+    def __getattr__(self, name):  # view_api, endpoints ... of the wrapped client
+        return getattr(self.client, name)
+
+    def _check(self, what: str) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(f"the app died ({_exit(self.proc.returncode)}) while {what}; its log ends:\n"
+                        f"{log_tail(self.log)}", pytrace=False)
+
+    def wait(self, job, timeout: float | None = None, what: str = "waiting for a reply"):
+        """Block until ``job`` is done (bounded), checking the server every 0.2 s."""
+        import concurrent.futures
+
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            try:
+                return job.result(timeout=0.2)
+            except concurrent.futures.TimeoutError:
+                self._check(what)
+                if time.monotonic() > deadline:
+                    job.cancel()
+                    pytest.fail(f"no answer within {timeout or self.timeout:.0f} s while {what}; the app's log "
+                                f"ends:\n{log_tail(self.log)}", pytrace=False)
+
+    def predict(self, *args, api_name: str, timeout: float | None = None):
+        job = self.client.submit(*args, api_name=api_name)
+        return self.wait(job, timeout, f"calling {api_name}")
+
+    def submit(self, *args, api_name: str):
+        return self.client.submit(*args, api_name=api_name)
+
+    def stream(self, *args, api_name: str, timeout: float | None = None) -> tuple[list, object]:
+        """(every streamed output, the final result) of one call."""
+        job = self.client.submit(*args, api_name=api_name)
+        final = self.wait(job, timeout, f"streaming {api_name}")
+        return list(job.outputs()), final
+
+
+def _exit(code: int | None) -> str:
+    import signal
+
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 @contextlib.contextmanager
-def app_server(tmp_path: Path, *extra: str):
+def app_server(tmp_path: Path, *extra: str, env: dict | None = None):
     """The real app (`quimbot app`) in a subprocess on a free port, with its own database."""
     port = free_port()
     db = tmp_path / "app.db"
     env = {**os.environ, "QUIMBOT_DB": str(db), "QUIMBOT_RUNS_DIR": str(tmp_path / "runs"),
-           "QUIMBOT_EXPORTS_DIR": str(tmp_path / "exports")}
+           "QUIMBOT_EXPORTS_DIR": str(tmp_path / "exports"), **(env or {})}
     url = f"http://127.0.0.1:{port}/"
     cmd = [sys.executable, "-m", "tutor.cli", "app", "--port", str(port), "--preload", *extra]
     with serve_subprocess(cmd, url, tmp_path / "app.log", env) as proc:
-        yield {"url": url, "db": db, "proc": proc, "log": tmp_path / "app.log", "port": port, "env": env,
-               "cmd": cmd}
+        info = {"url": url, "db": db, "proc": proc, "log": tmp_path / "app.log", "port": port, "env": env,
+                "cmd": cmd}
+        info["client"] = lambda path="", **kw: BoundedClient(url + path, proc, tmp_path / "app.log", **kw)
+        yield info
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import json
 import sqlite3
 
 import pytest
-from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 pytestmark = pytest.mark.slow
@@ -28,10 +27,8 @@ def rows(db, sql, args=()):
 
 
 def test_chat_through_the_api_streams_and_logs(running_app):
-    client = Client(running_app["url"], verbose=False)
-    job = client.submit("Yesterday I go to the store", "default", "beginner", api_name="/send")
-    outputs = list(job)
-    final = job.result()
+    client = running_app["client"]()
+    outputs, final = client.stream("Yesterday I go to the store", "default", "beginner", api_name="/send")
     chat, textbox, status = final[0], final[1], final[2]
     assert textbox == ""
     assert [m["role"] for m in chat] == ["user", "assistant"]
@@ -64,7 +61,7 @@ def test_chat_through_the_api_streams_and_logs(running_app):
                                                                         "I buyed apples"]
 
     # Another learner (another browser session) sees none of it and cannot reopen it by id.
-    other = Client(running_app["url"], verbose=False)
+    other = running_app["client"]()
     models, past = other.predict(api_name="/refresh_lists")
     assert past["choices"] == [] and len(models["choices"]) >= 2
     with pytest.raises(AppError, match="not in the list of choices"):  # refused before our handler runs
@@ -73,7 +70,7 @@ def test_chat_through_the_api_streams_and_logs(running_app):
 
 
 def test_bad_input_and_bad_model_keep_the_app_working(running_app):
-    client = Client(running_app["url"], verbose=False)
+    client = running_app["client"]()
     chat, box, status = client.predict("   ", "default", "beginner", api_name="/send")[:3]
     assert "empty" in status and chat == []
     chat, box, status = client.predict("x" * 5000, "default", "beginner", api_name="/send")[:3]

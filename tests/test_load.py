@@ -8,13 +8,12 @@ import time
 
 import pytest
 from conftest import app_server
-from gradio_client import Client
 
 pytestmark = pytest.mark.slow
 SESSIONS, TURNS = 8, 25
 
 
-def learner(client: Client, session: int, errors: list, histories: dict) -> None:
+def learner(client, session: int, errors: list, histories: dict) -> None:
     try:
         for turn in range(TURNS):
             out = client.predict(f"Learner {session} turn {turn}: I goed to school today", "default", "beginner",
@@ -29,7 +28,7 @@ def learner(client: Client, session: int, errors: list, histories: dict) -> None
 
 def test_eight_sessions_of_twenty_five_turns(tmp_path):
     with app_server(tmp_path, "--max-tokens", "8", "--temperature", "0") as app:
-        clients = [Client(app["url"], verbose=False) for _ in range(SESSIONS)]
+        clients = [app["client"]() for _ in range(SESSIONS)]
         errors, histories = [], {}
         threads = [threading.Thread(target=learner, args=(c, i, errors, histories)) for i, c in enumerate(clients)]
         for t in threads:
@@ -59,7 +58,7 @@ def test_eight_sessions_of_twenty_five_turns(tmp_path):
 
 def test_kill_9_in_the_middle_of_a_reply_loses_nothing_the_learner_typed(tmp_path):
     with app_server(tmp_path, "--max-tokens", "400", "--temperature", "0.7") as app:
-        client = Client(app["url"], verbose=False)
+        client = app["client"]()
         job = client.submit("Please tell me a very long story about your weekend, I goed to the sea",
                             "default", "beginner", api_name="/send")
         deadline = time.monotonic() + 120
@@ -85,6 +84,6 @@ def test_kill_9_in_the_middle_of_a_reply_loses_nothing_the_learner_typed(tmp_pat
         db = sqlite3.connect(again["db"])
         assert db.execute("SELECT status FROM turns WHERE role = 'assistant'").fetchone()[0] == "interrupted"
         db.close()
-        out = Client(again["url"], verbose=False).predict("Hello again", "default", "beginner", api_name="/send")
+        out = again["client"]().predict("Hello again", "default", "beginner", api_name="/send")
         assert "⚠️" not in out[2]
         assert "marked 1 reply(ies) cut off" in again["log"].read_text()

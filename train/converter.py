@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 from tutor.config import Settings
 from tutor.errors import QuimbotError
+from tutor.llama_build import BuildError, extract_llama_cpp, fetch_sdist
 
 KEEP = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion/", "gguf-py/")
 MARKER = "quimbot-converter.txt"
@@ -60,37 +59,25 @@ def converter_dir(settings: Settings | None = None, say=print) -> Path:
         "package registry (about 75 MB, once)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".llama-sdist-", dir=folder.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
-               f"llama-cpp-python=={version}", "-d", tmp]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        archives = sorted(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
-        if done.returncode != 0 or not archives:
-            raise ConverterError(
-                f"Could not download the llama-cpp-python {version} sdist ({' '.join(cmd)}): "
-                f"{(done.stderr or done.stdout).strip()[-500:]}. Check the network/package index, or set "
-                "QUIMBOT_LLAMA_CPP_DIR to a llama.cpp checkout.")
+        try:  # the same sdist (cached once) that set-up builds llama-server from
+            archive = fetch_sdist(version, Path(settings.cache_dir) / "sdist")
+        except BuildError as exc:
+            raise ConverterError(f"{exc} Or set QUIMBOT_LLAMA_CPP_DIR to a llama.cpp checkout.") from exc
         staging = Path(tmp) / "converters"
-        _extract(archives[0], staging)
-        (staging / MARKER).write_text(f"llama-cpp-python {version} sdist: {archives[0].name}\n")
+        _extract(archive, staging)
+        (staging / MARKER).write_text(f"llama-cpp-python {version} sdist: {archive.name}\n")
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)  # atomic: a half-extracted folder is never used
     return folder
 
 
+def _keep(rel: str) -> bool:
+    return any(rel == k or (k.endswith("/") and rel.startswith(k)) for k in KEEP)
+
+
 def _extract(archive: Path, dest: Path) -> None:
-    with tarfile.open(archive) as tar:
-        for member in tar.getmembers():
-            parts = member.name.split("/", 3)
-            if len(parts) < 4 or parts[1:3] != ["vendor", "llama.cpp"]:
-                continue
-            rel = parts[3]
-            if not any(rel == k or (k.endswith("/") and rel.startswith(k)) for k in KEEP):
-                continue
-            if not (member.isfile() or member.isdir()) or ".." in Path(rel).parts:
-                continue
-            member.name = rel
-            tar.extract(member, dest, filter="data")
+    extract_llama_cpp(archive, dest, keep=_keep)
     missing = [k for k in KEEP if not (dest / k.rstrip("/")).exists()]
     if missing:
         raise ConverterError(f"{archive.name} has no vendor/llama.cpp/{', '.join(missing)}; this llama-cpp-python "

@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-model", action="append", metavar="SPEC",
                    help="add a spec to the model picker (repeatable; env QUIMBOT_MODELS adds more)")
     p.add_argument("--preload", action="store_true", help="load the start model before serving")
+    p.add_argument("--engine", choices=["llama-server", "in-process", "vllm"],
+                   help="what serves the models (env QUIMBOT_ENGINE; default llama-server: llama.cpp's server in "
+                   "a supervised child process, with parallel slots; in-process: llama-cpp-python inside the app, "
+                   "one reply at a time; vllm: hf: checkpoints through one vLLM server with every LoRA)")
     _add_generation(p)
     p.add_argument("--testers-file", metavar="PATH",
                    help="tester accounts, one NAME:PASSWORD per line (env QUIMBOT_TESTERS adds more); with "
@@ -204,13 +208,31 @@ def _service(settings: Settings, default_model: str = "default"):
     return ChatService(Store.open(settings.db_path), BackendPool(settings), default_model=default_model)
 
 
+def port_in_use(host: str, port: int) -> None:
+    """Refuse to start when the port is taken, before loading anything, with a message that says what to do."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise QuimbotError(f"Port {port} on {host} is already in use ({exc.strerror}): another Quimbot app or "
+                               "server is running there. Stop it, or pick another port with --port.") from None
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from .webapp import launch
 
     settings = settings_from(args)
     settings.host, settings.port = args.host, args.port
+    port_in_use(settings.host, settings.port)
     from .backends import GenerationOptions
+    from .backends.registry import configure_engine
+
+    engine = configure_engine(settings, args.engine, say=lambda text: print(text, file=sys.stderr))
+    print(f"quimbot: engine {engine}", file=sys.stderr)
 
     options = GenerationOptions(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                                 seed=args.seed)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import httpx
+
 from ..config import Settings
 from ..errors import BackendError, ModelSpecError
 from ..specs import ModelSpec
@@ -55,10 +57,16 @@ class OpenAICompatBackend(Backend):
         return f"{self.spec.target}@{self.base_url}"
 
     def stream(self, messages: list[Message], options: GenerationOptions) -> Iterator[Chunk]:
+        yield from self._stream_openai(messages, options)
+
+    def _stream_openai(self, messages: list[Message], options: GenerationOptions,
+                       extra_body: dict | None = None, client=None, model: str | None = None) -> Iterator[Chunk]:
         import openai
 
+        client = client or self.client
+
         kwargs = dict(
-            model=self.spec.target,
+            model=model or self.spec.target,
             messages=messages,
             temperature=options.temperature,
             top_p=options.top_p,
@@ -70,11 +78,13 @@ class OpenAICompatBackend(Backend):
             kwargs["seed"] = options.seed
         if options.stop:
             kwargs["stop"] = options.stop
+        if extra_body:
+            kwargs["extra_body"] = extra_body
         stream = None
         try:
             finish = None
             usage = None
-            stream = self.client.chat.completions.create(**kwargs)
+            stream = client.chat.completions.create(**kwargs)
             for event in stream:
                 if getattr(event, "usage", None):
                     usage = event.usage
@@ -114,6 +124,9 @@ class OpenAICompatBackend(Backend):
             raise BackendError(
                 f"The server at {self.base_url} reported an error during the reply: {exc.message}"
             ) from exc
+        except httpx.HTTPError as exc:  # raised while reading a stream, outside the client's own wrapping
+            raise BackendError(f"The connection to {self.base_url} was lost before the reply finished "
+                               f"({type(exc).__name__}).") from exc
         except (ValueError, KeyError, AttributeError, TypeError) as exc:
             raise BackendError(f"The server at {self.base_url} sent a broken answer: {exc}") from exc
         finally:

@@ -27,6 +27,37 @@ def register_backend(engine: str, dotted: str) -> None:
     BACKENDS[engine] = dotted
 
 
+# What serves GGUF specs, by QUIMBOT_ENGINE: the app's default is llama-server in a supervised child process.
+# (With QUIMBOT_ENGINE=vllm, GGUF specs stay on llama-server and hf: specs go to one vLLM server.)
+GGUF_ENGINES = {
+    "llama-server": "tutor.backends.llama_server:LlamaServerBackend",
+    "in-process": "tutor.backends.llamacpp:LlamaCppBackend",
+}
+
+
+def configure_engine(settings: Settings, kind: str | None = None, say=None) -> str:
+    """Choose the engine behind ``gguf:`` (and, for vllm, ``hf:``) specs for this process; the app
+    calls this at start. Returns the engine kind in use. Without a built llama-server, GGUF models
+    fall back to the in-process engine, and it says so."""
+    from ..engine import EngineConfig
+
+    config = EngineConfig.from_env(kind=kind)
+    gguf = "in-process" if config.kind == "in-process" else "llama-server"
+    if gguf == "llama-server":
+        from ..llama_build import server_binary
+
+        if server_binary() is None:
+            if say:
+                say("quimbot: llama-server is not built (run `bash scripts/setup.sh`); serving GGUF models "
+                    "in-process instead, one reply at a time")
+            gguf = "in-process"
+    register_backend("gguf", GGUF_ENGINES[gguf])
+    if config.kind == "vllm":
+        register_backend("hf", "tutor.backends.vllm:VLLMBackend")
+    settings.engine = config
+    return config.kind if config.kind == "vllm" else gguf
+
+
 def backend_class(engine: str) -> type[Backend]:
     try:
         dotted = BACKENDS[engine]

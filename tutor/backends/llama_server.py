@@ -1,0 +1,187 @@
+"""GGUF models through llama.cpp's own ``llama-server``, in a supervised child process.
+
+The app registers this class for the ``gguf`` engine (``register_backend``), so the specs stay the
+same (``default``, ``gguf:PATH``, ``gguf:default?lora=FILE``) and only the engine behind them changes.
+One server runs per base GGUF, with parallel slots (continuous batching: concurrent learners decode
+together), a unified KV cache and a prompt cache per slot (a learner's history is not evaluated
+again on every turn). GGUF LoRAs for that base are loaded into the same server with
+``--lora-init-without-apply`` and chosen per request (``"lora": [{"id", "scale"}]``); picking a new
+LoRA starts a server that holds it too, and the old one stops once its replies have finished.
+
+When the server dies (a SIGILL, ``kill -9``, out of memory) or stops answering, the reply in flight
+fails with a message saying so, the turn is logged as failed by the chat service, and the next
+request starts a fresh server; other learners' conversations are untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from ..config import Settings
+from ..engine import EngineConfig, EngineServer, supervisor_for
+from ..errors import BackendError, ModelSpecError
+from ..specs import ModelSpec
+from .base import Chunk, GenerationOptions, Message
+from .llamacpp import resolve_gguf
+from .openai_compat import OpenAICompatBackend
+
+_lora_lock = threading.Lock()
+
+
+def server_command(binary: Path, model: Path, loras: tuple[Path, ...], config: EngineConfig):
+    def argv(port: int) -> list[str]:
+        args = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+                "-np", str(config.slots), "-c", str(config.slots * config.ctx_per_slot), "-kvu",
+                "--jinja", "--no-webui", "--cache-ram", "256", "-t", str(config.threads or os.cpu_count() or 2)]
+        for lora in loras:
+            args += ["--lora", str(lora)]
+        if loras:
+            args.append("--lora-init-without-apply")
+        return [*args, *config.extra_args]
+    return argv
+
+
+def find_server_binary() -> Path:
+    from ..llama_build import server_binary
+
+    binary = server_binary()
+    if binary is None:
+        raise BackendError("llama-server is not built on this machine. Run `bash scripts/setup.sh` (it builds it "
+                           "portably, about 6 minutes once; it needs cmake and a C++ compiler), or start the app "
+                           "with QUIMBOT_ENGINE=in-process to serve GGUF models inside the app process.")
+    if not binary.exists():
+        raise BackendError(f"QUIMBOT_LLAMA_SERVER={binary} does not exist.")
+    return binary
+
+
+class LlamaServerBackend(OpenAICompatBackend):
+    """Spec options: ``lora`` (a GGUF LoRA for the base model). Context and slots are the engine's
+    (``QUIMBOT_ENGINE_CTX``, ``QUIMBOT_ENGINE_SLOTS``), the same for every learner."""
+
+    engine = "gguf"
+
+    def __init__(self, spec: ModelSpec, settings: Settings):
+        unknown = set(spec.options) - {"lora", "n_ctx", "n_threads"}
+        if unknown:
+            raise ModelSpecError(f"Spec {spec}: the app's engine takes the options lora and n_ctx "
+                                 f"(not {', '.join(sorted(unknown))}).")
+        self.spec, self.settings = spec, settings
+        self.config = getattr(settings, "engine", None) or EngineConfig.from_env()
+        try:
+            self.n_ctx = int(spec.get("n_ctx", self.config.ctx_per_slot))
+        except ValueError as exc:
+            raise ModelSpecError(f"Spec {spec}: n_ctx must be a whole number.") from exc
+        if not 256 <= self.n_ctx <= self.config.ctx_per_slot:
+            raise ModelSpecError(f"Spec {spec}: n_ctx must be between 256 and {self.config.ctx_per_slot}, the "
+                                 "context each learner has on this server (QUIMBOT_ENGINE_CTX).")
+        self.path = resolve_gguf(spec.target)
+        lora = spec.get("lora")
+        self.lora = resolve_gguf(lora) if lora else None
+        self.binary = find_server_binary()
+        self.supervisor = supervisor_for(Path(settings.db_path).parent / "engine-logs")
+        self.key = f"llama-server:{self.path}"
+        self.timeout = self.config.reply_timeout_s
+        self.server = self._server()
+        self.base_url = "llama-server"  # named in messages; each request goes to the live server's port
+
+    # -- which server, with which LoRAs
+
+    def _server(self) -> EngineServer:
+        with _lora_lock:
+            server = self.supervisor.server(self.key, "llama-server", self._command(self._known_loras()))
+            loaded = getattr(server, "loras", ())
+            if not hasattr(server, "loras"):
+                server.loras = self._known_loras()
+                loaded = server.loras
+            if self.lora is not None and self.lora not in loaded:
+                loras = (*loaded, self.lora)
+                server = self.supervisor.replace(self.key, "llama-server", self._command(loras))
+                server.loras = loras
+            return server
+
+    def _known_loras(self) -> tuple[Path, ...]:
+        return (self.lora,) if self.lora is not None else ()
+
+    def _command(self, loras: tuple[Path, ...]):
+        return server_command(self.binary, self.path, loras, self.config)
+
+    def _client(self, server: EngineServer):
+        import openai
+
+        return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="not-needed", max_retries=0,
+                             timeout=httpx.Timeout(self.timeout, connect=5.0))
+
+    @property
+    def checkpoint(self) -> str:
+        return f"{self.path} + {self.lora}" if self.lora else str(self.path)
+
+    @property
+    def context_length(self) -> int:
+        return self.n_ctx
+
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        server = self._current()
+        try:
+            prompt = httpx.post(f"{server.base_url}/apply-template", json={"messages": messages},
+                                timeout=10).json()["prompt"]
+            tokens = httpx.post(f"{server.base_url}/tokenize",
+                                json={"content": prompt, "add_special": False, "parse_special": True},
+                                timeout=10).json()["tokens"]
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            raise BackendError(self._lost_message(server, "while counting tokens")) from exc
+        return len(tokens)
+
+    def _current(self) -> EngineServer:
+        """The live server for this model: restarted when the last one died or was replaced."""
+        server = self.server
+        if not server.alive() or self.supervisor._servers.get(self.key) is not server:
+            self.server = server = self._server()
+        return server
+
+    def _lora_field(self, server: EngineServer) -> list[dict] | None:
+        loras = getattr(server, "loras", ())
+        if not loras:
+            return None
+        return [{"id": i, "scale": 1.0 if path == self.lora else 0.0} for i, path in enumerate(loras)]
+
+    def _lost_message(self, server: EngineServer, when: str = "during this reply") -> str:
+        reason = self.supervisor.failed(server)
+        if reason == "answering again":
+            return (f"The tutor engine was too slow {when} (no new token for {self.timeout:g} s). "
+                    "Please send your message again.")
+        return (f"The tutor engine stopped {when} ({reason}). It is restarting: please send your message "
+                "again in a moment.")
+
+    def stream(self, messages: list[Message], options: GenerationOptions) -> Iterator[Chunk]:
+        server = self._current()
+        client = getattr(server, "client", None)
+        if client is None:
+            client = server.client = self._client(server)
+        extra = {"cache_prompt": True}
+        lora = self._lora_field(server)
+        if lora is not None:
+            extra["lora"] = lora
+        with server.lock:
+            server.active += 1
+        try:
+            finished = False
+            for chunk in self._stream_openai(messages, options, extra_body=extra, client=client):
+                finished = finished or chunk.finish_reason is not None
+                yield chunk
+            if not finished:  # the stream ended without saying why: the server went away mid-reply
+                raise BackendError("the reply stream ended early")
+        except BackendError as exc:
+            if exc.status is not None and exc.status < 500:
+                raise
+            raise BackendError(self._lost_message(server)) from exc
+        finally:
+            with server.lock:
+                server.active -= 1
+
+    def close(self) -> None:
+        """The server is shared by every backend on this base model; the supervisor stops it."""
