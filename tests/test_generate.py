@@ -538,3 +538,25 @@ def test_thinking_blocks_of_reasoning_models_are_not_kept_as_replies():
     assert strip_thinking("<think>\n\n</think>\n\nOh, you went?") == "Oh, you went?"
     assert strip_thinking("<think>still thinking when the token limit came") == ""  # -> rejected as empty
     assert strip_thinking("Oh, you went? <think> is a word here") == "Oh, you went? <think> is a word here"
+
+
+def test_progress_shows_rows_per_second_and_the_reject_rate():
+    from train.generate import GenerationReport, LaneThrottle, _progress_text
+
+    report = GenerationReport(out="x", written=30, rejected=10)
+    lane = type("Lane", (), {"name": "openrouter:some/model?x=1", "throttle": LaneThrottle(16)})()
+    lane.throttle.slow_down(0)
+    text = _progress_text(report, 2.0, [lane])
+    assert "15.0 rows/s" in text and "rejected 25.0%" in text and "openrouter:some/model 8/16 in flight (429)" in text
+
+
+def test_data_generate_concurrency_from_the_command_line(tmp_path, capsys):
+    from tutor.cli import main
+
+    with FakeOpenAI(latency=0.02, reply=tutor_like_reply) as server:
+        code = main(["data", "generate", "--out", str(tmp_path / "c.jsonl"), "--n", "24", "--concurrency", "6",
+                     "--lane", tutor_cloud(server)])
+        assert code == 0 and server.max_in_flight == 6
+    report = json.loads(capsys.readouterr().out)
+    assert report["concurrency"] == 6 and report["finished"] and report["rows_per_s"] > 0
+    assert entries(tmp_path / "c.jsonl") == list(range(24))

@@ -70,3 +70,28 @@ def test_meter_reports_tokens_per_s_and_mfu_between_logging_steps():
     cpu = ThroughputMeter(shape, 0, peak_per_gpu=None)
     cpu.start(0.0, 0, 0)
     assert cpu.update(1.0, 500, 2) == {"tokens_per_s": 500.0}  # no MFU without a known peak
+
+
+def test_training_on_a_listed_gpu_reports_mfu(monkeypatch):
+    """The trainer's meter: MFU from the model's config, the trainable (LoRA) count and the GPU's name."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import Qwen3Config
+
+    from train.sft import throughput_meter
+
+    monkeypatch.delenv("QUIMBOT_PEAK_TFLOPS", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    config = Qwen3Config(**QWEN3_8B)
+    run = SimpleNamespace(device=SimpleNamespace(device="cuda"), model=SimpleNamespace(config=config),
+                          info={"trainable_parameters": 43_646_976}, world_size=2)
+    meter = throughput_meter(run)
+    meter.start(0.0, 0, 0)
+    out = meter.update(1.0, 20_000, 64)
+    shape = ModelShape.from_config(config)
+    assert out["mfu"] == pytest.approx(20_000 * training_flops_per_token(shape, 312.5, 43_646_976) / (2 * 989e12))
+    run.device.device = "cpu"
+    cpu = throughput_meter(run)
+    cpu.start(0.0, 0, 0)
+    assert set(cpu.update(1.0, 100, 1)) == {"tokens_per_s"}
