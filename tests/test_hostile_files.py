@@ -259,3 +259,21 @@ def test_an_output_path_that_cannot_be_a_file_is_one_clear_error(tmp_path, probl
     # a folder that is only missing is made, as before
     code, _, _ = cli("data", "dedup", data, tmp_path / "new" / "sub" / "kept.jsonl", "--quiet")
     assert code == 0 and len(strict_rows(tmp_path / "new" / "sub" / "kept.jsonl")) == 3
+
+
+def test_generate_refuses_a_pipe_a_link_loop_and_a_hostile_resumed_file(tmp_path):
+    pipe = tmp_path / "pipe.jsonl"
+    os.mkfifo(pipe)
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(loop)
+    code, _, err = cli("data", "generate", "--out", str(pipe), "--n", "2")
+    assert code == 2 and "named pipe" in err and "Traceback" not in err
+    code, _, err = cli("data", "generate", "--out", str(loop), "--n", "2")
+    assert code == 2 and "symbolic link loop" in err
+    made = tmp_path / "made.jsonl"
+    assert cli("data", "generate", "--out", str(made), "--n", "2")[0] == 0
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    (tmp_path / "deep.jsonl.params.json").write_text((tmp_path / "made.jsonl.params.json").read_text())
+    code, _, err = cli("data", "generate", "--out", str(deep), "--n", "2")
+    assert code == 2 and "deep.jsonl: the line at byte 0 is not a generated entry" in err

@@ -53,6 +53,7 @@ from tutor.prompts import LEVELS, system_prompt
 
 from . import synth
 from .hashing import content_hash
+from .importers import check_input, output_path
 from .schema import SchemaError, check_row
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -373,15 +374,16 @@ def _entry_index(line: bytes) -> int:
 
 def _scan(path: Path) -> set[int]:
     """Entry indices already in a JSONL file; a torn last line (killed mid-write) is cut off."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return set()
+    check_input(path)  # a named pipe, a folder, a symbolic link loop: a clear error, never a hang
     done: set[int] = set()
     with open(path, "rb+") as fh:
         good_end = 0
         for line in iter(fh.readline, b""):
             try:
                 done.add(_entry_index(line))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 if line.endswith(b"\n"):
                     raise QuimbotError(f"{path}: the line at byte {good_end} is not a generated entry; this file "
                                        "was not written by `quimbot data generate`.") from None
@@ -419,8 +421,7 @@ def run_generation(cfg: GenerateConfig, settings: Settings | None = None, progre
                    clock: Callable[[], float] = time.monotonic) -> GenerationReport:
     if cfg.concurrency < 1:
         raise QuimbotError(f"concurrency must be at least 1 (it is {cfg.concurrency}).")
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = output_path(cfg.out)  # not a folder, not a link loop; missing folders are created
     rejects_path = out.with_name(out.name + ".rejects.jsonl")
     params_path = out.with_name(out.name + ".params.json")
     if params_path.exists():
