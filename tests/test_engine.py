@@ -56,7 +56,7 @@ def test_the_app_serves_the_default_model_through_llama_server(tmp_path):
         pids = engine_pids(app["proc"])
         assert len(pids) == 1, "--preload starts one llama-server for the bundled model"
         cmdline = psutil.Process(pids[0]).cmdline()
-        assert "-np" in cmdline and "-kvu" in cmdline and "--jinja" in cmdline
+        assert "-np" in cmdline and "-no-kvu" in cmdline and "--jinja" in cmdline
         out = app["client"]().predict("Yesterday I go to the store", "default", "beginner", api_name="/send")
         assert "⚠️" not in out[2]
         (status, model, checkpoint), = rows(app["db"], "SELECT status, model_spec, checkpoint FROM turns "

@@ -3,7 +3,8 @@
 The app registers this class for the ``gguf`` engine (``register_backend``), so the specs stay the
 same (``default``, ``gguf:PATH``, ``gguf:default?lora=FILE``) and only the engine behind them changes.
 One server runs per base GGUF, with parallel slots (continuous batching: concurrent learners decode
-together), a unified KV cache and a prompt cache per slot (a learner's history is not evaluated
+together), each slot with its own share of the KV cache (a unified cache let 8 long conversations fill
+it and stall one another for over a minute in the load benchmark) and a prompt cache per slot (a learner's history is not evaluated
 again on every turn). GGUF LoRAs for that base are loaded into the same server with
 ``--lora-init-without-apply`` and chosen per request (``"lora": [{"id", "scale"}]``); picking a new
 LoRA starts a server that holds it too, and the old one stops once its replies have finished.
@@ -36,7 +37,7 @@ _lora_lock = threading.Lock()
 def server_command(binary: Path, model: Path, loras: tuple[Path, ...], config: EngineConfig):
     def argv(port: int) -> list[str]:
         args = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-                "-np", str(config.slots), "-c", str(config.slots * config.ctx_per_slot), "-kvu",
+                "-np", str(config.slots), "-c", str(config.slots * config.ctx_per_slot), "-no-kvu",
                 "--jinja", "--no-webui", "--cache-ram", "256", "-t", str(config.threads or os.cpu_count() or 2)]
         for lora in loras:
             args += ["--lora", str(lora)]
