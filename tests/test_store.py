@@ -68,18 +68,84 @@ def test_missing_conversation_and_bad_fields(store):
     assert store.turns(cid) == []
 
 
-def test_recover_interrupted_marks_pending_replies(tmp_path):
-    store = Store.open(tmp_path / "q.db")
-    cid = store.create_conversation(level="beginner", model_spec="default")
-    store.add_turn(cid, "user", "I has a cat")
-    store.add_turn(cid, "assistant", "Oh, you have", status="pending")
-    # A new process opens the same file after a crash.
-    store2 = Store.open(tmp_path / "q.db")
+WRITER = """
+import sys
+from tutor.store import Store
+store = Store.open(sys.argv[1])
+cid = store.create_conversation(level="beginner", model_spec="default")
+store.add_turn(cid, "user", "I has a cat")
+store.add_turn(cid, "assistant", "Oh, you have", status="pending")
+print("pending", flush=True)
+sys.stdin.read()  # stays alive, writing its reply, until told to stop (or killed)
+"""
+
+
+def start_writer(db_path):
+    """A real second process that leaves a pending reply and keeps running."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    line = proc.stdout.readline()  # returns at once if the process dies
+    if line.strip() != "pending":
+        proc.kill()
+        pytest.fail(f"the writer process did not start (exit code {proc.wait(timeout=30)})")
+    return proc
+
+
+def test_recover_interrupted_marks_pending_replies_of_a_killed_writer(tmp_path):
+    import signal
+
+    writer = start_writer(tmp_path / "q.db")
+    writer.send_signal(signal.SIGKILL)  # a crash mid-reply
+    writer.wait(timeout=30)
+    store2 = Store.open(tmp_path / "q.db")  # a new process opens the same file after the crash
     assert store2.recover_interrupted() == 1
+    (cid,) = store2.db.execute("SELECT id FROM conversations").fetchone()
     turns = store2.turns(cid)
     assert turns[0]["content"] == "I has a cat" and turns[0]["status"] == "ok"
     assert turns[1]["status"] == "interrupted" and turns[1]["content"] == "Oh, you have"
     assert store2.recover_interrupted() == 0
+    assert list((tmp_path / "q.db.writers").iterdir()) == []  # the dead writer's lock file is cleaned up
+
+
+def test_recover_leaves_a_live_writers_pending_reply_alone(tmp_path):
+    writer = start_writer(tmp_path / "q.db")
+    try:
+        other = Store.open(tmp_path / "q.db")  # e.g. a second app started on the same database
+        assert other.recover_interrupted() == 0
+        assert other.db.execute("SELECT status, error FROM turns WHERE role = 'assistant'").fetchall() == [
+            ("pending", None)]
+    finally:
+        writer.stdin.close()  # the writer ends normally, its reply never finished
+        writer.wait(timeout=30)
+    assert other.recover_interrupted() == 1  # now its writer is gone
+
+
+def test_pending_replies_of_this_process_are_not_recovered(tmp_path):
+    store = Store.open(tmp_path / "q.db")
+    cid = store.create_conversation(level="beginner", model_spec="default")
+    reply = store.add_turn(cid, "assistant", "", status="pending")
+    assert Store.open(tmp_path / "q.db").recover_interrupted() == 0
+    memory = Store(Database(memory=True))
+    mid = memory.create_conversation(level="beginner", model_spec="default")
+    memory.add_turn(mid, "assistant", "", status="pending")
+    assert memory.recover_interrupted() == 0
+    # A reply that completes as ok carries no error, whatever was written to it before.
+    store.update_turn(reply, status="error", error="boom")
+    store.update_turn(reply, status="ok", content="Oh, nice!")
+    assert store.db.execute("SELECT status, error FROM turns WHERE id = ?", [reply]).fetchone() == ("ok", None)
+
+
+def test_pending_replies_from_before_writer_ids_are_recovered(tmp_path):
+    store = Store.open(tmp_path / "q.db")
+    cid = store.create_conversation(level="beginner", model_spec="default")
+    store.db.execute("INSERT INTO turns (conversation_id, idx, role, content, status, created_at) "
+                     "VALUES (?, 0, 'assistant', '', 'pending', 'x')", [cid])
+    store.db.conn.commit()
+    assert Store.open(tmp_path / "q.db").recover_interrupted() == 1
 
 
 def test_events_are_logged(store):

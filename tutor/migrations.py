@@ -145,3 +145,11 @@ def m003_arena(db: Database) -> None:
         pk="id",
         not_null={"created_at", "learner", "model_first", "model_second"},
     )
+
+
+@migration
+def m004_turn_writer(db: Database) -> None:
+    # The process that writes a pending reply: start-up recovery marks a pending reply interrupted
+    # only when its writer is gone (its lock is free), never one another live app is still writing.
+    db["turns"].add_column("writer", str)
+    db["turns"].create_index(["status"])

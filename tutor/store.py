@@ -6,8 +6,10 @@ One lock serialises writes from the app's worker threads; WAL mode lets readers 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,55 @@ TURN_FIELDS = (
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# -- writer locks ---------------------------------------------------------------------------------
+# A process that writes pending replies holds an exclusive lock on a small file next to the database
+# (``<db>.writers/<id>.lock``) for as long as it lives; the operating system drops the lock when the
+# process ends, however it ends (kill -9 included). Recovery at start-up marks a pending reply
+# interrupted only when its writer's lock can be taken, so a second app started on the same database
+# leaves the first app's live replies alone.
+_HELD: dict[str, object] = {}  # writer id -> open lock file, held by this process
+_HELD_LOCK = threading.Lock()
+
+
+def _lock_dir(db_file: str) -> Path:
+    return Path(db_file + ".writers")
+
+
+def _try_lock(path: Path):
+    """The open file with an exclusive lock taken, or None when another process holds it."""
+    import fcntl
+
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def _writer_gone(writer: str | None, db_file: str) -> bool:
+    """True when the process that wrote a pending reply is no longer running."""
+    if writer is None:
+        return True  # written before writers were recorded
+    with _HELD_LOCK:
+        if writer in _HELD:
+            return False  # this process, still running
+    if not db_file:
+        return True  # an in-memory database lives in one process only
+    path = _lock_dir(db_file) / f"{writer}.lock"
+    if not path.exists():
+        return True
+    try:
+        handle = _try_lock(path)
+    except ImportError:  # no fcntl (Windows): fall back to treating every other writer as gone
+        return True
+    if handle is None:
+        return False
+    handle.close()
+    return True
 
 
 def open_database(path: str | Path) -> Database:
@@ -46,8 +97,29 @@ class Store:
     def __init__(self, db: Database):
         self.db = db
         self._lock = threading.RLock()
+        self._writer: str | None = None
         with self._lock:
             migrate(db)
+        rows = db.execute("PRAGMA database_list").fetchall()
+        self._file = next((row[2] for row in rows if row[1] == "main"), "") or ""
+
+    def writer_id(self) -> str:
+        """This store's writer id, registered (and its lock taken) on first use."""
+        with self._lock:
+            if self._writer is None:
+                writer = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+                handle = None
+                if self._file:
+                    folder = _lock_dir(self._file)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    try:
+                        handle = _try_lock(folder / f"{writer}.lock")
+                    except ImportError:
+                        handle = None
+                with _HELD_LOCK:
+                    _HELD[writer] = handle
+                self._writer = writer
+            return self._writer
 
     @classmethod
     def open(cls, path: str | Path) -> "Store":
@@ -82,6 +154,8 @@ class Store:
         if "options" in fields and not isinstance(fields["options"], (str, type(None))):
             fields["options"] = json.dumps(fields["options"], sort_keys=True)
 
+        writer = self.writer_id() if fields.get("status") == "pending" else None
+
         def insert() -> int:
             if not self.db.execute("SELECT 1 FROM conversations WHERE id = ?", [conversation_id]).fetchone():
                 raise NotFoundError(f"Conversation {conversation_id} does not exist.")
@@ -91,6 +165,8 @@ class Store:
             stamp = now()
             row = {"conversation_id": conversation_id, "idx": idx, "role": role, "content": content,
                    "status": "ok", "created_at": stamp, **fields}
+            if row["status"] == "pending":
+                row["writer"] = writer
             pk = self.db["turns"].insert(row).last_pk
             updates = {"updated_at": stamp}
             if role == "user":
@@ -108,6 +184,8 @@ class Store:
             raise StoreError(f"Unknown turn fields: {sorted(unknown)}")
         if "options" in fields and not isinstance(fields["options"], (str, type(None))):
             fields["options"] = json.dumps(fields["options"], sort_keys=True)
+        if fields.get("status") == "ok":
+            fields.setdefault("error", None)  # a reply that finished has no error left over
         self._write(lambda: self.db["turns"].update(turn_id, fields))
 
     def log_event(self, kind: str, detail: dict[str, Any] | str, conversation_id: int | None = None) -> int:
@@ -116,14 +194,32 @@ class Store:
         return self._write(lambda: self.db["events"].insert(row).last_pk)
 
     def recover_interrupted(self) -> int:
-        """Mark replies left 'pending' by a crash as 'interrupted'; return how many."""
+        """Mark replies left 'pending' by a process that is gone (crashed, killed) as 'interrupted';
+        return how many. Replies a live process is still writing (another app on the same database,
+        or this one) are left alone: see the writer locks above."""
+        with self._lock:
+            writers = [row[0] for row in self.db.execute(
+                "SELECT DISTINCT writer FROM turns WHERE status = 'pending'").fetchall()]
+        gone = [w for w in writers if _writer_gone(w, self._file)]
+        if not gone:
+            return 0
+
         def fix() -> int:
-            cursor = self.db.execute(
-                "UPDATE turns SET status = 'interrupted', error = 'the app stopped during this reply', "
-                "completed_at = ? WHERE status = 'pending'", [now()]
-            )
-            return cursor.rowcount
-        return self._write(fix)
+            stamp, count = now(), 0
+            for writer in gone:
+                where = "writer IS NULL" if writer is None else "writer = ?"
+                cursor = self.db.execute(
+                    "UPDATE turns SET status = 'interrupted', error = 'the app stopped during this reply', "
+                    f"completed_at = ? WHERE status = 'pending' AND {where}",
+                    [stamp] + ([] if writer is None else [writer]))
+                count += cursor.rowcount
+            return count
+
+        count = self._write(fix)
+        for writer in gone:
+            if writer is not None and self._file:
+                (_lock_dir(self._file) / f"{writer}.lock").unlink(missing_ok=True)
+        return count
 
     def delete_conversation(self, conversation_id: int) -> dict[str, int]:
         """Delete a conversation and everything hanging off it (turns, flags, suggestions, events,
