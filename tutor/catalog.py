@@ -64,18 +64,71 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def check_ui_spec(spec: str, settings: Settings, local: bool) -> str:
-    """A model spec typed in the UI, checked before anything is loaded: files and checkpoints
-    must lie inside the configured runs and exports folders (or be the bundled model), and
-    remote servers must be in the picker list unless the app only listens on this machine."""
-    from .errors import ModelSpecError
-    from .specs import parse_spec
+def _hub_base(parsed, folders: list[Path]) -> str | None:
+    """The hub id an ``hf:`` spec would load its base model from, or None when it loads from disk."""
+    import json
 
-    listed = {c.spec for c in list_models(settings)}
-    text = (spec or "").strip()
-    if text in listed:
+    target, adapter = parsed.target, parsed.get("adapter")
+    if adapter is None and (Path(target).expanduser() / "adapter_config.json").exists():
+        try:
+            config = json.loads((Path(target).expanduser() / "adapter_config.json").read_text())
+        except (OSError, ValueError):
+            return None  # the backend reports a broken adapter folder itself
+        target = config.get("base_model_name_or_path") or "default"
+    lowered = target.lower()
+    if lowered in ("default", "smollm2") or "smollm2-135m" in lowered:
+        return None
+    if Path(target).expanduser().exists() or target.startswith((".", "/", "~")):
+        return None
+    return target
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a malformed id is simply not cached
+        return False
+
+
+def check_ui_spec(spec: str, settings: Settings, local: bool) -> str:
+    """A model spec from the UI, checked before anything is loaded or stored.
+
+    - Its length is bounded (MAX_SPEC_CHARS), checked first.
+    - A listed spec (the picker list: bundled model, exports, checkpoints, QUIMBOT_MODELS) is taken
+      as the operator listed it.
+    - On a shared app (``local`` False) nothing else is: learners pick listed models with their
+      listed options only.
+    - On localhost a typed spec may use only the options the engine knows, within bounds
+      (``specs.OPTION_BOUNDS``); files and checkpoints must lie inside the runs and exports folders
+      (or be the bundled model); an ``hf:`` hub id must already be in the local hub cache unless
+      QUIMBOT_ALLOW_HUB=1; and an OpenAI-compatible server, which gets an API key, must be on a host
+      of the model list or the backend's default."""
+    from .errors import ModelSpecError
+    from .specs import (MAX_SPEC_CHARS, check_api_key_destination, check_option_bounds, key_hosts,
+                        parse_spec)
+
+    text = spec.strip() if isinstance(spec, str) else ""
+    if len(text) > MAX_SPEC_CHARS:
+        raise ModelSpecError(f"Model spec is {len(text):,} characters long; the limit is {MAX_SPEC_CHARS}. "
+                             "Pick a model from the list.")
+    choices = list_models(settings)
+    if text in {c.spec for c in choices}:
         return text
     parsed = parse_spec(text)
+    listed = []
+    for choice in choices:
+        try:
+            listed.append(parse_spec(choice.spec))
+        except ModelSpecError:
+            continue
+    if str(parsed) in {str(s) for s in listed}:
+        return text
+    if not local:
+        raise ModelSpecError("This app is shared: pick a model from the list (models and their options are "
+                             "chosen by whoever runs the app, with --extra-model or QUIMBOT_MODELS).")
+    check_option_bounds(parsed)
     folders = [Path(settings.runs_dir), Path(settings.exports_dir)]
     paths = []
     if parsed.engine == "gguf" and parsed.target not in ("default", "smollm2"):
@@ -92,6 +145,27 @@ def check_ui_spec(spec: str, settings: Settings, local: bool) -> str:
         if not any(_inside(path.expanduser(), folder) for folder in folders):
             raise ModelSpecError(f"{path} is outside the runs and exports folders; the app only serves models "
                                  "from there (pick one from the list).")
-    if parsed.engine in ("ollama", "openai", "openrouter") and not local:
-        raise ModelSpecError("Remote models must be in the model list (QUIMBOT_MODELS) when the app is shared.")
+    if parsed.engine == "hf":
+        hub_id = _hub_base(parsed, folders)
+        if hub_id is not None and not settings.allow_hub and not _in_hub_cache(hub_id):
+            raise ModelSpecError(f"{hub_id} is not in the local model cache, and the app does not download from "
+                                 "the model hub (start it with QUIMBOT_ALLOW_HUB=1 to allow that).")
+    check_api_key_destination(parsed, key_hosts(listed))
     return text
+
+
+def api_key_allowed(spec, settings: Settings) -> bool:
+    """Whether an OpenAI-compatible spec may send its API key to its server: only to a host of the
+    listed specs or of the backend's defaults (for backends to call before reading the key)."""
+    from .errors import ModelSpecError
+    from .specs import api_key_host, key_hosts, parse_spec
+
+    parsed = spec if not isinstance(spec, str) else parse_spec(spec)
+    listed = []
+    for choice in list_models(settings):
+        try:
+            listed.append(parse_spec(choice.spec))
+        except ModelSpecError:
+            continue
+    host = api_key_host(parsed)
+    return host is None or host in key_hosts(listed)
