@@ -34,7 +34,7 @@ def test_learner_view_has_no_flag_controls_and_tester_view_has_them(running_app)
 
 
 def test_flag_review_and_export_through_the_api(running_app):
-    client = Client(running_app["url"] + "tester/", verbose=False)
+    client = running_app["client"]("tester/")
     client.predict("Yesterday I go to the store", "default", "beginner", api_name="/send")
     db = sqlite3.connect(running_app["db"])
     turn_id, reply = db.execute("SELECT id, content FROM turns WHERE role = 'assistant'").fetchone()
@@ -67,7 +67,7 @@ def test_flag_review_and_export_through_the_api(running_app):
 
 
 def test_arena_through_the_api(running_app):
-    client = Client(running_app["url"] + "tester/", verbose=False)
+    client = running_app["client"]("tester/")
     out = client.predict("I has two brother", "default", "gguf:default?n_ctx=1024", "beginner", "ana",
                          api_name="/arena_ask")
     reply_1, reply_2, status = out[0], out[1], out[2]
@@ -86,9 +86,13 @@ def test_arena_through_the_api(running_app):
 def test_loopback_detection_and_accounts(tmp_path):
     assert is_local("127.0.0.1") and is_local("localhost") and is_local("::1") and is_local("127.0.0.2")
     assert not is_local("0.0.0.0") and not is_local("192.168.1.4") and not is_local("example.org")
+    from tutor.auth import hash_line, make_auth
     path = tmp_path / "testers.txt"
-    path.write_text("# accounts\nana:s3cret\n")
-    assert load_testers("ben:pw", path) == {"ben": "pw", "ana": "s3cret"}
+    path.write_text("# accounts\n" + hash_line("ana", "s3cret-s3cret") + "\n")
+    accounts = load_testers("ben:pw-pw-pw-pw-pw", path)
+    assert sorted(accounts) == ["ana", "ben"]
+    check = make_auth(accounts)
+    assert check("ana", "s3cret-s3cret") and check("ben", "pw-pw-pw-pw-pw") and not check("ana", "pw-pw-pw-pw-pw")
     from tutor.errors import QuimbotError
     with pytest.raises(QuimbotError, match="not NAME:PASSWORD"):
         load_testers("ben")
@@ -105,7 +109,7 @@ def start_public_app(tmp_path, testers: str | None):
 
 
 def test_beyond_localhost_the_tester_view_needs_a_login(tmp_path):
-    server, port = start_public_app(tmp_path, "ana:s3cret")
+    server, port = start_public_app(tmp_path, "ana:s3cret-s3cret")
     with server:
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(base + "/config", timeout=10).status_code == 200  # learners need no login
@@ -114,7 +118,7 @@ def test_beyond_localhost_the_tester_view_needs_a_login(tmp_path):
             Client(base + "/tester/", verbose=False)
         with pytest.raises(Exception):
             Client(base + "/tester/", auth=("ana", "wrong"), verbose=False)
-        client = Client(base + "/tester/", auth=("ana", "s3cret"), verbose=False)
+        client = Client(base + "/tester/", auth=("ana", "s3cret-s3cret"), verbose=False)
         assert "/flag" in endpoints(client)
         assert "tester view at /tester (login required)" in (tmp_path / "pub.log").read_text()
 

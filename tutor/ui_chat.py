@@ -17,8 +17,10 @@ from .store import Store
 
 
 def display(text: str | None) -> str:
-    """Chat text as the browser will show it: HTML is escaped, so markup displays as text."""
-    return html.escape(text or "", quote=False)
+    """Chat text as the browser will show it: HTML is escaped, so markup displays as text, and a
+    markdown image (``![x](URL)``, ``![x][ref]``) is shown as text instead of being fetched: its
+    ``[`` becomes an entity, which markdown does not read as the start of an image."""
+    return html.escape(text or "", quote=False).replace("![", "!&#91;")
 
 
 def render_turns(turns: list[dict[str, Any]]) -> list[dict[str, str]]:
