@@ -354,3 +354,19 @@ def test_openai_backend_streams_from_the_real_llama_cpp_server(llama_cpp_server)
     assert texts and "".join(texts).strip(), "the real server should stream a non-empty reply"
     assert len(texts) > 1
     assert chunks[-1].finish_reason in ("stop", "length")
+
+
+def test_a_key_goes_only_to_listed_hosts_and_only_from_key_variables(settings, monkeypatch):
+    """On the command line too (the UI refuses such specs earlier): a server variable like HOME is
+    never a bearer token, and a typed server that is not in the model list gets no key. Nothing is sent."""
+    from tutor.backends import load_backend
+    from tutor.errors import ModelSpecError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    with pytest.raises(ModelSpecError, match="not a key variable|meant for a key"):
+        load_backend("openai:m?base_url=http://127.0.0.1:9/v1&api_key_env=HOME", settings)
+    typed = load_backend("openai:m?base_url=http://tutor.example/v1", settings)
+    assert typed.client.api_key == "not-needed"
+    settings.extra_models = ["openai:m?base_url=http://tutor.example/v1"]
+    listed = load_backend("openai:m?base_url=http://tutor.example/v1", settings)
+    assert listed.client.api_key == "sk-secret"

@@ -79,17 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-model", action="append", metavar="SPEC",
                    help="add a spec to the model picker (repeatable; env QUIMBOT_MODELS adds more)")
     p.add_argument("--preload", action="store_true", help="load the start model before serving")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name the app answers to besides its own address (reverse proxy, DNS name); "
+                   "env QUIMBOT_ALLOWED_HOSTS adds more")
     p.add_argument("--engine", choices=["llama-server", "in-process", "vllm"],
                    help="what serves the models (env QUIMBOT_ENGINE; default llama-server: llama.cpp's server in "
                    "a supervised child process, with parallel slots; in-process: llama-cpp-python inside the app, "
                    "one reply at a time; vllm: hf: checkpoints through one vLLM server with every LoRA)")
     _add_generation(p)
     p.add_argument("--testers-file", metavar="PATH",
-                   help="tester accounts, one NAME:PASSWORD per line (env QUIMBOT_TESTERS adds more); with "
+                   help="tester accounts, one NAME:HASH per line (make one with `quimbot testers hash NAME`; env "
+                   "QUIMBOT_TESTERS adds NAME:PASSWORD or NAME:HASH pairs); with "
                    "accounts the tester view at /tester asks for a login, without them it is served only on "
                    "localhost")
     _add_paths(p)
     p.set_defaults(func=cmd_app)
+
+    p = sub.add_parser("testers", help="tester accounts", description="Tester accounts for the /tester login.")
+    tsub = p.add_subparsers(dest="testers_command", metavar="ACTION", required=True)
+    q = tsub.add_parser("hash", help="print a NAME:HASH line (argon2id) for --testers-file",
+                        description="Asks for the password twice on a terminal (or reads one line from stdin) and "
+                        "prints NAME:$argon2id$... for the testers file. Passwords need at least 12 characters.")
+    q.add_argument("name", help="the tester's name")
+    q.set_defaults(func=cmd_testers_hash)
 
     p = sub.add_parser("chat", help="chat with a model in the terminal",
                        description="Chat in the terminal. Type /new for a new conversation, /quit to leave. "
@@ -223,10 +235,14 @@ def port_in_use(host: str, port: int) -> None:
 
 def cmd_app(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if os.environ.get("QUIMBOT_ALLOW_HUB") != "1":  # read by huggingface_hub when it is imported
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from .webapp import launch
 
     settings = settings_from(args)
     settings.host, settings.port = args.host, args.port
+    settings.allowed_hosts += [h.lower() for h in args.allowed_host]
     port_in_use(settings.host, settings.port)
     from .backends import GenerationOptions
     from .backends.registry import configure_engine
@@ -239,6 +255,12 @@ def cmd_app(args: argparse.Namespace) -> int:
     launch(settings, default_model=args.model, preload=args.preload, testers_file=args.testers_file,
            options=options)
     return 0
+
+
+def cmd_testers_hash(args: argparse.Namespace) -> int:
+    from .auth import main as auth_main
+
+    return auth_main(["hash", args.name])
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -41,7 +41,13 @@ class OpenAICompatBackend(Backend):
             OPENROUTER_BASE_URL if is_openrouter else os.environ.get("OPENAI_BASE_URL", DEFAULT_BASE_URL)
         )
         key_env = spec.get("api_key_env") or ("OPENROUTER_API_KEY" if is_openrouter else "OPENAI_API_KEY")
-        api_key = os.environ.get(key_env) or "not-needed"
+        if not key_env.endswith("_KEY"):
+            raise ModelSpecError(f"Spec {spec}: api_key_env must name a variable meant for a key (NAME_KEY), not "
+                                 f"{key_env!r}: any other server variable would be sent as a bearer token.")
+        from ..catalog import api_key_allowed
+
+        # A key goes only to the host of a listed spec or the backend's default host, never to a typed URL.
+        api_key = (os.environ.get(key_env) if api_key_allowed(spec, settings) else None) or "not-needed"
         try:
             timeout = float(spec.get("timeout", "120"))
             retries = int(spec.get("retries", "1"))
