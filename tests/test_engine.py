@@ -204,10 +204,15 @@ def test_the_engines_reach_no_instruction_beyond_avx2():
 def test_the_in_process_engine_is_still_there_behind_the_same_registry(settings):
     from tutor.backends.registry import BACKENDS, configure_engine
 
-    assert configure_engine(settings, "in-process") == "in-process"
-    assert BACKENDS["gguf"].endswith("LlamaCppBackend")
-    assert configure_engine(settings, "llama-server") == "llama-server"
-    assert BACKENDS["gguf"].endswith("LlamaServerBackend")
+    before = dict(BACKENDS)
+    try:
+        assert configure_engine(settings, "in-process") == "in-process"
+        assert BACKENDS["gguf"].endswith("LlamaCppBackend")
+        assert configure_engine(settings, "llama-server") == "llama-server"
+        assert BACKENDS["gguf"].endswith("LlamaServerBackend")
+    finally:
+        BACKENDS.clear()
+        BACKENDS.update(before)
 
 
 def test_concurrent_requests_decode_together(settings):

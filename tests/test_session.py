@@ -154,3 +154,27 @@ def test_reply_stopped_midway_is_kept_as_interrupted(service):
     assert user["status"] == "ok"
     assert reply["status"] == "interrupted" and reply["content"] == seen.text
     assert service.history(seen.conversation_id) == []
+
+
+def test_history_is_dropped_in_blocks_so_the_kept_prefix_stays_the_same(service):
+    """Once the history outgrows the context, the oldest exchanges go four at a time: consecutive turns
+    then share their prompt's beginning, which the engine's prompt cache can reuse."""
+    from tutor.session import TRIM_BLOCK
+
+    backend = service.pool.get("gguf:default?n_ctx=512")
+    options = GenerationOptions(temperature=0, max_tokens=32)
+    history = []
+    starts = []
+    for n in range(30):
+        text = f"Number {n}: yesterday I go to the market and buyed many apples and some bread for my family."
+        messages, count = service.build_messages(backend, "You are a tutor.", history, text, options)
+        assert count <= backend.context_length - options.max_tokens
+        kept = messages[1:-1]
+        dropped = (len(history) - len(kept)) // 2
+        assert dropped % TRIM_BLOCK == 0 or not kept
+        starts.append(kept[0]["content"] if kept else None)
+        history += [{"role": "user", "content": text}, {"role": "assistant", "content": f"Oh, you went? ({n})"}]
+    trimmed = [s for s in starts if s is not None and not s.startswith("Number 0:")]
+    assert trimmed, "the history outgrew the context"
+    # the kept history starts at the same exchange on more than one turn in a row
+    assert any(a == b for a, b in zip(trimmed, trimmed[1:]))

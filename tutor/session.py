@@ -21,6 +21,7 @@ from .specs import parse_spec
 from .store import Store, now
 
 MAX_MESSAGE_CHARS = 4000
+TRIM_BLOCK = 4  # exchanges dropped at a time when the history outgrows the context
 # Bidirectional overrides can make text display differently from what it is.
 _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -137,6 +138,10 @@ class ChatService:
                         hi = mid
                     else:
                         lo = mid + 1
+                # Drop whole blocks of exchanges, not the fewest: the kept history then starts at the same
+                # exchange for several turns in a row, so the engine's prompt cache still holds it (dropping
+                # one more exchange each turn shifted the prompt and made every turn evaluate it all again).
+                hi = min(exchanges, -(-hi // TRIM_BLOCK) * TRIM_BLOCK)
                 messages = build(hi)
                 count = backend.count_tokens(messages)
             else:
