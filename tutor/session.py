@@ -50,6 +50,15 @@ def clean_message(text: Any, max_chars: int = MAX_MESSAGE_CHARS) -> str:
     return cleaned
 
 
+TEMPLATE_TOKENS_PER_MESSAGE = 8  # role markers and separators a chat template adds (ChatML: 5)
+
+
+def _token_bound(messages: list[Message]) -> int:
+    """An upper bound on the prompt's tokens: every token of a byte-level tokenizer covers at least one
+    UTF-8 byte, and a chat template adds a few tokens per message and at the end."""
+    return sum(len(m["content"].encode("utf-8")) + TEMPLATE_TOKENS_PER_MESSAGE for m in messages) + 16
+
+
 def completed_exchanges(turns: list[dict[str, Any]]) -> list[Message]:
     """The user/assistant pairs of a turn list in which both sides succeeded, as chat messages.
     Rejected messages, failed and interrupted replies are left out."""
@@ -121,6 +130,11 @@ class ChatService:
             return [{"role": "system", "content": system}, *history[2 * drop:], *current]
 
         messages = build(0)
+        if context is not None and _token_bound(messages) <= context - options.max_tokens:
+            # Surely fits: a token is at least one UTF-8 byte, plus a few template tokens per message. The
+            # engine reports the exact prompt size with the reply, so counting here would only delay it
+            # (two HTTP calls to llama-server before every reply).
+            return messages, None
         count = backend.count_tokens(messages)
         if context is None or count is None:
             return messages, count
@@ -209,6 +223,8 @@ class ChatService:
                     if getattr(chunk, key) is not None:
                         final[key] = getattr(chunk, key)
             latency_ms = (time.perf_counter() - start) * 1000
+            if final.get("prompt_tokens") is None and prompt_tokens is None:
+                final["prompt_tokens"] = backend.count_tokens(messages)  # after the reply: it delays nothing
             content = "".join(produced).strip()
             stats = {"latency_ms": round(latency_ms, 1),
                      "first_token_ms": round(first_token_ms, 1) if first_token_ms is not None else None,
