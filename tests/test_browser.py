@@ -66,7 +66,7 @@ def test_tester_flags_a_reply_in_the_browser(running_app, page, tmp_path):
     # The reply picker fills itself with the new reply, and the detector's suggestions appear.
     page.wait_for_function(
         "() => { const s = document.querySelector('#suggestions'); return s && s.innerText.includes('Detector') }",
-        timeout=60_000)
+        timeout=120_000)
     page.get_by_label("explicit “red-pen” correction (red_pen)").check()
     page.get_by_label("rule dump / grammar lecture (rule_dump)").check()
     page.locator("#flag-note textarea").fill("lectures instead of recasting")

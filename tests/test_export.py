@@ -317,5 +317,8 @@ def test_ui_cannot_point_a_lora_outside_the_exports_folder(tmp_path):
     inside = tmp_path / "exports" / "x" / "adapter-f16.lora.gguf"
     inside.write_bytes(b"GGUF")
     assert check_ui_spec(f"gguf:default?lora={inside}", settings, local=False)
+    evil = f"gguf:default?lora={tmp_path / 'exports' / '..' / 'evil.lora.gguf'}"
     with pytest.raises(ModelSpecError, match="outside the runs and exports folders"):
-        check_ui_spec(f"gguf:default?lora={tmp_path / 'exports' / '..' / 'evil.lora.gguf'}", settings, local=False)
+        check_ui_spec(evil, settings, local=True)
+    with pytest.raises(ModelSpecError, match="This app is shared: pick a model from the list"):
+        check_ui_spec(evil, settings, local=False)  # a shared app takes no unlisted spec at all
