@@ -20,6 +20,7 @@ from fakes import free_port  # noqa: E402,F401  (shared with the tests)
 
 from tutor.backends import BackendPool  # noqa: E402
 from tutor.config import Settings  # noqa: E402
+from tutor.llama_build import stop_process  # noqa: E402
 from tutor.session import ChatService  # noqa: E402
 from tutor.store import Store  # noqa: E402
 
@@ -95,12 +96,7 @@ def serve_subprocess(cmd: list[str], ready_url: str, log_path: Path, env: dict |
             pytest.fail(f"{cmd[:4]} did not start ({exc}):\n{Path(log_path).read_text()[-3000:]}")
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
         log.close()
 
 
@@ -182,3 +178,18 @@ def app_server(tmp_path: Path, *extra: str, env: dict | None = None):
 def running_app(tmp_path: Path):
     with app_server(tmp_path) as app:
         yield app
+
+
+def labelled_spans(tokenizer, ids, labels) -> list[str]:
+    """The decoded runs of tokens that carry a loss label (the trained replies), checking label == token."""
+    spans, current = [], []
+    for token, label in zip(ids, labels):
+        if label != -100:
+            assert label == token
+            current.append(token)
+        elif current:
+            spans.append(tokenizer.decode(current))
+            current = []
+    if current:
+        spans.append(tokenizer.decode(current))
+    return spans

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import labelled_spans
 
 from train.random_model import QWEN3_STYLE_TEMPLATE, build_random_model, qwen3_style_tokenizer
 
@@ -21,18 +22,6 @@ CONVERSATION = [{"role": "system", "content": "Be kind."},
                 {"role": "assistant", "content": "You bought two apples! Are they for a pie?"}]
 
 
-def labelled_spans(tokenizer, ids, labels) -> list[str]:
-    spans, current = [], []
-    for token, label in zip(ids, labels):
-        if label != -100:
-            assert label == token
-            current.append(token)
-        elif current:
-            spans.append(tokenizer.decode(current))
-            current = []
-    if current:
-        spans.append(tokenizer.decode(current))
-    return spans
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import labelled_spans
 
 from train.hashing import content_hash
 from train.train_config import ConfigError, TrainConfig, load_config
@@ -163,16 +164,7 @@ def test_loss_mask_covers_assistant_tokens_only(tokenizer):
         ids, labels = encode_messages(tokenizer, msgs)
         assert len(ids) == len(labels)
         assert ids == list(tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"])
-        spans, current = [], []
-        for token, label in zip(ids, labels):
-            if label != -100:
-                assert label == token
-                current.append(token)
-            elif current:
-                spans.append(tokenizer.decode(current))
-                current = []
-        if current:
-            spans.append(tokenizer.decode(current))
+        spans = labelled_spans(tokenizer, ids, labels)
         eos = tokenizer.eos_token
         assert spans == [messages[2]["content"] + eos, messages[4]["content"] + eos]
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tutor.llama_build import stop_process
 from tutor.backends import GenerationOptions
 from tutor.config import Settings
 from tutor.errors import QuimbotError
@@ -173,12 +174,7 @@ def vllm_server(plan: Plan, port: int | None = None, executable: str | None = No
                     time.sleep(1.0)
             yield base_url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
+            stop_process(proc, timeout=60)
 
 
 def _tail(path: Path, chars: int = 3000) -> str:

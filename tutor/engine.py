@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from .errors import BackendError
+from .llama_build import stop_process
 
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 10.0
@@ -171,18 +172,8 @@ class EngineServer:
             return False
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            proc.send_signal(signal.SIGCONT)  # a stopped (SIGSTOP) process cannot act on SIGTERM
-            proc.terminate()
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except ProcessLookupError:
-            pass
+        if self.proc is not None:
+            stop_process(self.proc, STOP_TIMEOUT_S)
 
     def describe_failure(self) -> str:
         """Why the process is gone or not answering, for a message in the chat."""

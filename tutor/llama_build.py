@@ -199,6 +199,22 @@ def build_server(say=print, jobs: int | None = None) -> Path:
     return folder / "llama-server"
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop a child process within a bound: SIGCONT (a stopped process cannot act on SIGTERM), SIGTERM,
+    then SIGKILL when it has not exited after ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+    except ProcessLookupError:
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -228,13 +244,7 @@ def check_server(binary: Path, model: Path | None = None, timeout: float = CHECK
                 except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                     time.sleep(0.3)
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
             log.seek(0)
             tail = log.read()[-1500:]
     raise BuildError(f"llama-server did not generate a token ({describe_exit(proc.returncode)}):\n{tail}")
