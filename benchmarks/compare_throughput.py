@@ -15,8 +15,8 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from train.compare import prompt_messages  # noqa: E402
-from train.pedagogy import load_prompts  # noqa: E402
+from train.evaluate.compare import prompt_messages  # noqa: E402
+from train.evaluate.pedagogy import load_prompts  # noqa: E402
 from tutor.backends import GenerationOptions, load_backend  # noqa: E402
 from tutor.config import Settings  # noqa: E402
 

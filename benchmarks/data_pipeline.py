@@ -7,8 +7,8 @@ copies, 0.3% broken lines, a little markdown, red pen and echoing). Generating i
 
 Then, on the same file and in the same run, times
 
-  pipeline  train.audit.audit_path(near=False): every line through the schema gate
-            (train.schema.check_row, which re-hashes each row to verify metadata.content_hash), exact
+  pipeline  train.data.audit.audit_path(near=False): every line through the schema gate
+            (core.schema.check_row, which re-hashes each row to verify metadata.content_hash), exact
             dedup by content hash and all audit statistics - one streaming pass, the work
             `quimbot data validate`, `data dedup` (exact) and `data audit --no-near` do;
   baseline  a bare loop: ``for line in open(file): json.loads(line)`` (skipping lines that fail).
@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train.hashing import content_hash  # noqa: E402
+from core.hashing import content_hash  # noqa: E402
 from tutor.learner_errors import IRREGULAR_PAST, NOUN_PLURALS, THIRD_PERSON  # noqa: E402
 from tutor.prompts import LEVELS, system_prompt  # noqa: E402
 
@@ -184,7 +184,7 @@ def time_baseline(path: Path) -> float:
 
 
 def time_pipeline(path: Path, near: bool, workers: int | None) -> tuple[float, object]:
-    from train.audit import audit_path
+    from train.data.audit import audit_path
 
     start = time.perf_counter()
     report = audit_path(path, near=near, workers=workers)
@@ -192,10 +192,10 @@ def time_pipeline(path: Path, near: bool, workers: int | None) -> tuple[float, o
 
 
 def time_gate_only(path: Path) -> float:
-    """Only what no pipeline can skip: parse every line and run train.schema.check_row (which
+    """Only what no pipeline can skip: parse every line and run core.schema.check_row (which
     re-hashes the row to check metadata.content_hash), in one process."""
-    from train.importers import iter_json_lines
-    from train.schema import GateReport, SchemaError, check_row
+    from core.jsonl import iter_json_lines
+    from core.schema import GateReport, SchemaError, check_row
 
     start = time.perf_counter()
     for _, row in iter_json_lines(path, GateReport()):
@@ -207,10 +207,10 @@ def time_gate_only(path: Path) -> float:
 
 
 def time_separate(path: Path) -> dict[str, float]:
-    from train.audit import audit_path
-    from train.dedup import dedup_files
-    from train.importers import read_jsonl
-    from train.schema import GateReport
+    from core.jsonl import read_jsonl
+    from core.schema import GateReport
+    from train.data.audit import audit_path
+    from train.data.dedup import dedup_files
 
     out = {}
     start = time.perf_counter()
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     generate(path, args.rows)
     size = path.stat().st_size
     print(f"generated {args.rows:,} rows ({size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s: {path}")
-    from train.audit import default_workers
+    from train.data.audit import default_workers
 
     workers = args.workers or default_workers(size)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/generate_concurrency.py [--n 128] [--latency 0.3] [--concurrency 16] [--strict]
 
-Both runs go through the real generation code (train.generate.run_generation: the OpenAI-compatible
+Both runs go through the real generation code (train.data.generate.run_generation: the OpenAI-compatible
 backend, the quality filter, the schema gate, the in-order writer) against the wire-protocol fake
 server of the tests (tests/fakes.py, FakeOpenAI) holding every reply for ``--latency`` seconds, as a
 remote model does. The server runs in a process of its own (``python tests/fakes.py openai``), as a
@@ -30,7 +30,7 @@ for extra in (ROOT, ROOT / "tests"):
 
 from fakes import FakeOpenAI, free_port, run_fake_process, stop_fake_process, tutor_like_reply  # noqa: E402
 
-from train.generate import TIMING_FIELDS, GenerateConfig, run_generation  # noqa: E402
+from train.data.generate import TIMING_FIELDS, GenerateConfig, run_generation  # noqa: E402
 
 TARGET = 10.0
 

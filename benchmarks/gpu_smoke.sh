@@ -7,7 +7,7 @@
 #    wheel is the CUDA build); llama-cpp-python and Gradio are left out (a 6-minute compile, and the UI);
 # 2. a Qwen3-8B-shaped model with random weights (the published config: hidden 4096, 36 layers, 32 heads,
 #    8 KV heads, head dim 128, intermediate 12288, vocab 151,936, untied embeddings), built on the GPU in
-#    bf16 by train/random_model.py, trained with `quimbot train sft` (LoRA r16, all linear layers, bf16) for
+#    bf16 by train/fit/random_model.py, trained with `quimbot train sft` (LoRA r16, all linear layers, bf16) for
 #    a few steps: tokens/s and MFU from its train_log.jsonl;
 # 3. SmolLM2-135M (the bundled weights) trained for a few steps with the default recipe;
 # 4. its checkpoint served through hf: (`quimbot chat -m ...`) on the GPU.
@@ -70,23 +70,23 @@ PY="$VENV/bin/python"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" || true
 
 # ---------------------------------------------------------------- training rows (offline lane, no model)
-step data 60 "$PY" -m tutor.cli data generate --out "$OUT/data/rows.jsonl" --n 1500 --rotate-every 375
+step data 60 "$PY" -m quimbot.cli data generate --out "$OUT/data/rows.jsonl" --n 1500 --rotate-every 375
 
 # ---------------------------------------------------------------- 2. Qwen3-8B-shaped, random weights, LoRA r16 bf16
-step qwen3-8b-build 120 "$PY" -m train.random_model "$OUT/qwen3-8b-random" --shape "$SHAPE" --dtype bfloat16 --device "$DEVICE"
-step qwen3-8b-train 200 "$PY" -m tutor.cli train sft --base "$OUT/qwen3-8b-random" --dataset "$OUT/data/rows.jsonl" \
+step qwen3-8b-build 120 "$PY" -m train.fit.random_model "$OUT/qwen3-8b-random" --shape "$SHAPE" --dtype bfloat16 --device "$DEVICE"
+step qwen3-8b-train 200 "$PY" -m quimbot.cli train sft --base "$OUT/qwen3-8b-random" --dataset "$OUT/data/rows.jsonl" \
   --run-name qwen3-8b-smoke --overwrite --max-steps "$STEPS_8B" --save-steps "$STEPS_8B" --logging-steps 1 \
   --per-device-train-batch-size 16 --gradient-accumulation-steps 1 --max-length 512 --lora-r 16 --lora-alpha 32 \
   --learning-rate 1e-4 --precision bf16 --device "$DEVICE" --no-perplexity
 rm -rf "$OUT/qwen3-8b-random"   # 16 GB of random weights: not worth keeping
 
 # ---------------------------------------------------------------- 3. SmolLM2, the default recipe, a few steps
-step smollm2-train 120 "$PY" -m tutor.cli train sft --config data/train_default.toml --dataset "$OUT/data/rows.jsonl" \
+step smollm2-train 120 "$PY" -m quimbot.cli train sft --config data/train_default.toml --dataset "$OUT/data/rows.jsonl" \
   --run-name smollm2-smoke --overwrite --max-steps "$STEPS_SMOL" --save-steps "$STEPS_SMOL" --logging-steps 1 \
   --device "$DEVICE" --no-perplexity
 
 # ---------------------------------------------------------------- 4. serve the checkpoint through hf:
-step serve 150 "$PY" -m tutor.cli chat --model "hf:$OUT/runs/smollm2-smoke/checkpoint-$STEPS_SMOL" \
+step serve 150 "$PY" -m quimbot.cli chat --model "hf:$OUT/runs/smollm2-smoke/checkpoint-$STEPS_SMOL" \
   -m "Yesterday I go to the store with my sister."
 
 # ---------------------------------------------------------------- summary

@@ -1,6 +1,6 @@
 """A class of learners at once: aggregate tokens/s of the real app at 8 sessions vs 1 session.
 
-Starts the real app (``python -m tutor.cli app --preload``, the default model, a temporary
+Starts the real app (``python -m quimbot.cli app --preload``, the default model, a temporary
 database unless --db) in a subprocess on a free port, then drives it with gradio_client over HTTP,
 exactly as browsers do (the ``/send`` endpoint of the learner page), in two phases on the same
 warm server:
@@ -42,7 +42,6 @@ Usage:  .venv/bin/python benchmarks/load.py [--sessions N] [--turns N] [--max-to
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 import html
 import os
 import platform
@@ -55,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -282,7 +282,7 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
     env = {**os.environ, "QUIMBOT_DB": str(db_path), "QUIMBOT_RUNS_DIR": str(tmpdir / "runs"),
            "QUIMBOT_EXPORTS_DIR": str(tmpdir / "exports"), "GRADIO_ANALYTICS_ENABLED": "False",
            "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "tutor.cli", "app", "--port", str(port), "--preload",
+    cmd = [sys.executable, "-m", "quimbot.cli", "app", "--port", str(port), "--preload",
            "--max-tokens", str(args.max_tokens), "--temperature", str(args.temperature), "--seed", str(args.seed)]
     if args.engine:
         cmd += ["--engine", args.engine]

@@ -2,14 +2,14 @@
 
 Compares the time per optimizer step of
 
-  quimbot  the SFTTrainer that `quimbot train sft` builds (train.sft.build_sft_trainer): TRL's loss
+  quimbot  the SFTTrainer that `quimbot train sft` builds (train.fit.sft.build_sft_trainer): TRL's loss
            on assistant tokens, gradient clipping, LR schedule, logging every step (the s/step line
            and train_log.jsonl), the data-order log, callbacks;
   plain    a hand-written loop: ``loss = model(**batch).loss; loss.backward(); AdamW.step();
            zero_grad()`` - nothing else.
 
 Same model (the bundled SmolLM2-135M-Instruct with the same rank-16 all-linear LoRA, built from
-the same seed), same device and precision (train.sft.choose_device: fp32 on CPU), and the very same
+the same seed), same device and precision (train.fit.sft.choose_device: fp32 on CPU), and the very same
 batches: the plain loop iterates over the batches of the trainer's own data loader, so both
 process identical tokens. Gradient accumulation is 1, so one step = one batch.
 
@@ -37,14 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `quimbot train` runs (see train/cli_train.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `quimbot train` runs (see train/fit/commands.py)
 
 TARGET = 1.3
 
 
 def make_rows(n: int, seed: int = 0) -> list[dict]:
     """Learner sentences with a recast reply, in the Stage 1 shape (system prompt, user, assistant)."""
-    from train.hashing import content_hash
+    from core.hashing import content_hash
     from tutor.prompts import system_prompt
 
     rng = random.Random(seed)
@@ -78,8 +78,8 @@ def main() -> int:
     import torch
     from transformers import TrainerCallback
 
-    from train.sft import build_sft_trainer, load_model, prepare_run, quiet_library_warnings, write_run_files
-    from train.train_config import TrainConfig
+    from train.fit.config import TrainConfig
+    from train.fit.sft import build_sft_trainer, load_model, prepare_run, quiet_library_warnings, write_run_files
 
     quiet_library_warnings()
     tmp = Path(tempfile.mkdtemp(prefix="quimbot-bench-"))

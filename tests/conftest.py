@@ -166,7 +166,7 @@ def app_server(tmp_path: Path, *extra: str, env: dict | None = None):
     env = {**os.environ, "QUIMBOT_DB": str(db), "QUIMBOT_RUNS_DIR": str(tmp_path / "runs"),
            "QUIMBOT_EXPORTS_DIR": str(tmp_path / "exports"), **(env or {})}
     url = f"http://127.0.0.1:{port}/"
-    cmd = [sys.executable, "-m", "tutor.cli", "app", "--port", str(port), "--preload", *extra]
+    cmd = [sys.executable, "-m", "quimbot.cli", "app", "--port", str(port), "--preload", *extra]
     with serve_subprocess(cmd, url, tmp_path / "app.log", env) as proc:
         info = {"url": url, "db": db, "proc": proc, "log": tmp_path / "app.log", "port": port, "env": env,
                 "cmd": cmd}

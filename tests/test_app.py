@@ -92,7 +92,7 @@ def test_bad_input_and_bad_model_keep_the_app_working(running_app):
 
 def test_learner_list_holds_only_the_sessions_own_conversations(tmp_path):
     from tutor.store import Store
-    from tutor.ui_chat import conversation_choices
+    from webui.chat import conversation_choices
 
     store = Store.open(tmp_path / "q.db")
     a = store.create_conversation(level="beginner", model_spec="default")

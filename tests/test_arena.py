@@ -4,9 +4,9 @@ import random
 
 import pytest
 
+from core.errors import InputError, NotFoundError
 from tutor.arena import Arena, wilson
 from tutor.backends import GenerationOptions
-from tutor.errors import InputError, NotFoundError
 from tutor.session import ChatService
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from core.hashing import content_hash
+from train.data.audit import Auditor, audit_path, echo_hit, follow_up, red_pen_hit
+from train.data.dedup import words
 from tutor.detector import suggest_flags
-from train.audit import Auditor, audit_path, echo_hit, follow_up, red_pen_hit
-from train.dedup import words
-from train.hashing import content_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -231,7 +231,7 @@ def test_word_screen_never_hides_a_red_pen_hit():
     """The audit asks red_pen_hit only about replies whose words could hold a screen key
     (_maybe_red_pen). One red-pen phrase per reply (each pattern, each key), in any case, amid
     neutral words and punctuation: the screen must never say no where red_pen_hit finds something."""
-    from train.audit import _maybe_red_pen
+    from train.data.audit import _maybe_red_pen
 
     rng = random.Random(9)
     phrases = ["the correct form", "corrected sentence", "you should say", "it should be", "instead of 'go'",
@@ -277,7 +277,7 @@ def test_audit_without_near_duplicates_counts_the_same(tmp_path):
 def test_count_hashes_is_np_unique():
     import numpy as np
 
-    from train.audit import _count_hashes
+    from train.data.audit import _count_hashes
 
     rng = np.random.default_rng(1)
     for n in (1, 2, 10, 5000):
@@ -292,7 +292,7 @@ def test_reduce_grams_is_np_unique_over_the_parts():
     concatenation gives: sorted hashes, summed counts, the words of the first occurrence."""
     import numpy as np
 
-    from train.audit import _count_hashes, _reduce_grams
+    from train.data.audit import _count_hashes, _reduce_grams
 
     rng = np.random.default_rng(5)
     pool = rng.integers(0, 2**64 - 1, size=300, dtype=np.uint64, endpoint=True)
@@ -315,8 +315,8 @@ def test_reduce_grams_is_np_unique_over_the_parts():
 def test_the_audits_fast_json_reader_passes_and_fails_the_same_lines(tmp_path):
     """The audit reads lines with orjson and falls back to json.loads on anything orjson refuses:
     the same lines must pass and fail, with the same messages, as the json.loads reader gives."""
-    from train.importers import iter_json_lines
-    from train.schema import GateReport
+    from core.jsonl import iter_json_lines
+    from core.schema import GateReport
 
     good = json.dumps(row("I goed home", "Oh, you went home? Why?"))
     lines = [good.encode(), b'{"a": NaN, "messages": []}', b'{"n": 123456789012345678901234567890}',

@@ -6,10 +6,10 @@ from argparse import ArgumentParser
 import pytest
 from sqlite_utils import Database
 
-from train import calibrate as cal
-from train.compare import recommend_calibrated, to_markdown
-from train.pedagogy import detokenize, reply_takes_up, telling, tutor_side
-from tutor.errors import QuimbotError
+from core.errors import QuimbotError
+from train.evaluate import calibrate as cal
+from train.evaluate.compare import recommend_calibrated, to_markdown
+from train.evaluate.pedagogy import detokenize, reply_takes_up, telling, tutor_side
 from tutor.feedback import Feedback
 from tutor.learner_errors import LearnerError
 from tutor.store import Store
@@ -37,7 +37,7 @@ def test_labelled_sets_are_large_varied_and_separate():
 @pytest.mark.parametrize("row", TUNE + HELDOUT, ids=lambda r: r["id"])
 def test_labels_are_consistent_and_corrections_are_real(row):
     labels = row["labels"]
-    if labels["good_move"]:  # the definition in train/calibrate.py
+    if labels["good_move"]:  # the definition in train/evaluate/calibrate.py
         assert labels["follow_up_on_topic"] and not labels["red_pen"] and labels["takes_up_error"] is not False
     prompt = cal.row_prompt(row)
     assert bool(prompt["corrections"]) == (labels["takes_up_error"] is not None)
@@ -48,7 +48,7 @@ def test_labels_are_consistent_and_corrections_are_real(row):
 
 
 def test_no_jfleg_sentence_was_copied():
-    from train.cli_eval import JFLEG
+    from train.evaluate.commands import JFLEG
 
     if not (JFLEG / "dev.src").exists():
         pytest.skip("../shared/data/jfleg-dev is not beside this checkout")
@@ -158,7 +158,7 @@ def test_only_calibrated_metrics_decide():
 
     models = [{"spec": "a", "perplexity": 5.0, "metrics": {"pedagogy_score": 0.6, "takes_up_error": 0.4}},
               {"spec": "b", "perplexity": 4.0, "metrics": {"pedagogy_score": 0.3, "takes_up_error": 0.7}}]
-    from train.compare import Rule
+    from train.evaluate.compare import Rule
 
     assert recommend_calibrated(models, Rule(), _calibration(cal.LABELS))["model"] == "a"
     rec = recommend_calibrated(models, Rule(), _calibration(["takes_up_error"]))
@@ -171,7 +171,7 @@ def test_the_report_has_a_metric_calibration_section():
     calibration = cal.calibrate(db=Store(Database(memory=True)))
     models = [{"spec": "a", "perplexity": None, "replies": ["Hi?"], "per_reply": [{"good_move": False, "style": "none"}],
                "metrics": {"pedagogy_score": 0.1, "good_move": 0.2, "diversity": {"diversity": 0.5}}}]
-    from train.compare import Rule
+    from train.evaluate.compare import Rule
 
     rec = recommend_calibrated(models, Rule(), calibration)
     report = {"prompts": 1, "rule": rec["rule"], "recommendation": rec, "calibration": calibration,
@@ -186,7 +186,7 @@ def test_the_report_has_a_metric_calibration_section():
 
 # ---------------------------------------------------------------- the command
 def _run(argv):
-    from train.cli_eval import register
+    from train.evaluate.commands import register
 
     parser = ArgumentParser(prog="quimbot")
     register(parser.add_subparsers())

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tutor.cli import build_parser, main
+from quimbot.cli import build_parser, main
 
 COMMANDS = [["app"], ["chat"], ["conversations"], ["conversations", "list"], ["conversations", "show"], ["models"],
             ["flags"], ["flags", "list"], ["flags", "add"], ["flags", "remove"], ["flags", "suggest"],
@@ -23,7 +23,7 @@ def test_every_command_has_help(command, capsys):
 
 
 def test_installed_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "tutor.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "quimbot.cli", "--help"], capture_output=True, text=True, check=True)
     assert "chat" in out.stdout and "conversations" in out.stdout
     parser = build_parser()
     assert parser.prog == "quimbot"

@@ -6,9 +6,9 @@ from argparse import ArgumentParser
 
 import pytest
 
-from train.compare import Rule, compare, known_perplexity, load_jfleg, recommend
-from train.pedagogy import load_prompts
-from train.replay import label, replay
+from train.evaluate.compare import Rule, compare, known_perplexity, load_jfleg, recommend
+from train.evaluate.pedagogy import load_prompts
+from train.evaluate.replay import label, replay
 from tutor.backends import GenerationOptions
 from tutor.config import Settings
 from tutor.feedback import Feedback
@@ -71,7 +71,7 @@ def test_recommendation_rule():
 
 
 def test_jfleg_prompts_are_read_where_present():
-    from train.cli_eval import JFLEG
+    from train.evaluate.commands import JFLEG
 
     if not (JFLEG / "dev.src").exists():
         pytest.skip("../shared/data/jfleg-dev is not beside this checkout")
@@ -80,8 +80,8 @@ def test_jfleg_prompts_are_read_where_present():
 
 
 def test_jfleg_sentences_are_detokenized_and_corrections_carry_context():
-    from train.cli_eval import JFLEG
-    from train.pedagogy import telling
+    from train.evaluate.commands import JFLEG
+    from train.evaluate.pedagogy import telling
 
     if not (JFLEG / "dev.src").exists():
         pytest.skip("../shared/data/jfleg-dev is not beside this checkout")
@@ -94,7 +94,7 @@ def test_jfleg_sentences_are_detokenized_and_corrections_carry_context():
     assert all(p["corrections"] == [] for p in prompts if p["error_type"] is None)  # never None: no find_errors
     # a reply that only happens to contain "the" or "can" takes nothing up
     first = next(p for p in prompts if p["corrections"])
-    from train.pedagogy import score_prompt
+    from train.evaluate.pedagogy import score_prompt
 
     assert score_prompt(first, "The weather can be nice. What do you think about it?").takes_up_error is False
 
@@ -116,7 +116,7 @@ def test_replay_labels(store, checkpoint, tmp_path):
 
 
 def test_eval_cli_help():
-    from train.cli_eval import register
+    from train.evaluate.commands import register
 
     parser = ArgumentParser(prog="quimbot")
     register(parser.add_subparsers())

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from fakes import FakeOpenAI, reply_for
 
-from train.compare import prompt_messages
-from train.compare_vllm import VllmError, compare_with_vllm, plan_models, vllm_command
-from train.pedagogy import load_prompts
+from train.evaluate.compare import prompt_messages
+from train.evaluate.compare_vllm import VllmError, compare_with_vllm, plan_models, vllm_command
+from train.evaluate.pedagogy import load_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["base", "stage1-checkpoint-50", "stage1-checkpoint-100"]
@@ -102,7 +102,7 @@ def test_vllm_compare_refuses_what_one_server_cannot_serve(run_dir, settings, tm
 
 
 def test_eval_compare_vllm_url_from_the_command_line(run_dir, tmp_path, capsys, monkeypatch):
-    from tutor.cli import main
+    from quimbot.cli import main
 
     _, _, specs = run_dir
     monkeypatch.setenv("QUIMBOT_DB", str(tmp_path / "q.db"))

@@ -1,14 +1,14 @@
-"""`quimbot data ...` end to end, through a parser built with train.cli_data.register."""
+"""`quimbot data ...` end to end, through a parser built with train.data.commands.register."""
 
 import argparse
 import json
 
 import pytest
 
-from train.cli_data import register
-from train.hashing import content_hash
-from train.importers import DataError, read_jsonl
-from tutor.errors import QuimbotError
+from core.errors import DataError, QuimbotError
+from core.hashing import content_hash
+from core.jsonl import read_jsonl
+from train.data.commands import register
 
 
 def run(argv: list[str]) -> int:

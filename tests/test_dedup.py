@@ -7,11 +7,22 @@ import re
 import numpy as np
 import pytest
 
-from train.dedup import (MinHasher, RowRef, dedup_files, dedup_rows, lsh_params, near_duplicate_clusters,
-                         similarity, turn_words, words, write_rows)
-from train.hashing import content_hash
-from train.importers import DataError, read_jsonl
-from train.schema import GateReport
+from core.errors import DataError
+from core.hashing import content_hash
+from core.jsonl import read_jsonl
+from core.schema import GateReport
+from train.data.dedup import (
+    MinHasher,
+    RowRef,
+    dedup_files,
+    dedup_rows,
+    lsh_params,
+    near_duplicate_clusters,
+    similarity,
+    turn_words,
+    words,
+    write_rows,
+)
 
 STORY = ("Oh, you went to the market with your sister last weekend? That sounds like a lovely way to spend a "
          "Saturday morning together. What did the two of you buy there, and did you cook something with it?")

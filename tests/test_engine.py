@@ -149,7 +149,7 @@ def test_the_port_in_use_is_named_before_anything_loads(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "tutor.cli", "app", "--port", str(port)], cwd=ROOT,
+        done = subprocess.run([sys.executable, "-m", "quimbot.cli", "app", "--port", str(port)], cwd=ROOT,
                               capture_output=True, text=True, timeout=120,
                               env={**os.environ, "QUIMBOT_DB": str(tmp_path / "q.db")})
     assert done.returncode != 0

@@ -22,7 +22,7 @@ PARITY = dict(n_prompts=5, max_tokens=24)
 
 
 def test_bad_checkpoints_are_explained(tmp_path):
-    from train.export import ExportError, export_gguf
+    from train.export.gguf_export import ExportError, export_gguf
 
     settings = Settings(exports_dir=tmp_path / "exports")
     with pytest.raises(ExportError, match="not found"):
@@ -39,7 +39,7 @@ def test_bad_checkpoints_are_explained(tmp_path):
 
 
 def test_modelfile_parser_follows_ollamas_grammar():
-    from train.modelfile import ModelfileError, parse_modelfile
+    from train.export.modelfile import ModelfileError, parse_modelfile
 
     parsed = parse_modelfile('# c\nFROM ./m.gguf\nTEMPLATE """a\n{{ .Content }}"""\nPARAMETER stop "<|im_end|>"\n'
                              "parameter temperature 0.7\n")
@@ -55,7 +55,7 @@ def test_modelfile_parser_follows_ollamas_grammar():
 
 def render_go(template: str, messages: list[dict]) -> str:
     """Enough of Go's text/template (as Ollama uses it) to render a ChatML template: trim markers,
-    ``range .Messages``, ``.Role``, ``.Content``, ``end``. Independent of train.modelfile."""
+    ``range .Messages``, ``.Role``, ``.Content``, ``end``. Independent of train.export.modelfile."""
     parts = re.split(r"({{-?\s*.*?\s*-?}})", template)
     out: list[str] = []
 
@@ -101,9 +101,9 @@ def trained(tmp_path_factory):
     """A real LoRA adapter of the bundled model, trained for a few steps on offline-lane rows."""
     import torch
 
-    from train.sft import train
-    from train.synth import make_row
-    from train.train_config import TrainConfig
+    from train.data.synth import make_row
+    from train.fit.config import TrainConfig
+    from train.fit.sft import train
 
     tmp = tmp_path_factory.mktemp("export")
     data = tmp / "rows.jsonl"
@@ -123,7 +123,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(trained):
-    from train.export import export_gguf
+    from train.export.gguf_export import export_gguf
 
     ckpt, settings = trained
     said: list[str] = []
@@ -133,7 +133,7 @@ def exported(trained):
 
 @pytest.mark.slow
 def test_export_writes_each_type_with_provenance_and_parity(trained, exported):
-    from train.sft import sha256_file
+    from core.files import file_sha256
 
     ckpt, settings = trained
     results, said = exported
@@ -146,8 +146,8 @@ def test_export_writes_each_type_with_provenance_and_parity(trained, exported):
     for r in results:
         prov = json.loads(r.provenance.read_text())
         assert prov["type"] == r.type and prov["source_checkpoint"] == str(ckpt.resolve())
-        assert prov["sha256"] == sha256_file(r.path) and prov["bytes"] == r.bytes
-        assert prov["adapter_sha256"] == sha256_file(ckpt / "adapter_model.safetensors")
+        assert prov["sha256"] == file_sha256(r.path) and prov["bytes"] == r.bytes
+        assert prov["adapter_sha256"] == file_sha256(ckpt / "adapter_model.safetensors")
         assert prov["converter"]["llama_cpp_python"] and "sdist" in prov["converter"]["source"]
         assert prov["step"] == 4 and prov["run"] == "exp" and prov["base_model"]["recorded"]
         assert prov["parity"]["prompts_n"] == 5 and "mean_agreement" in prov["parity"]
@@ -172,7 +172,7 @@ def test_export_writes_each_type_with_provenance_and_parity(trained, exported):
 
 @pytest.mark.slow
 def test_exported_gguf_chats_in_llama_cpp_like_the_checkpoint(trained, exported):
-    from train.compare import generate_replies
+    from train.evaluate.compare import generate_replies
 
     ckpt, settings = trained
     f16 = exported[0][0]
@@ -186,8 +186,8 @@ def test_exported_gguf_chats_in_llama_cpp_like_the_checkpoint(trained, exported)
 
 @pytest.mark.slow
 def test_parity_check_catches_a_chat_template_mismatch(trained, exported, tmp_path):
-    from train.converter import converter_dir, converter_env
-    from train.parity import parity_check
+    from train.export.converter import converter_dir, converter_env
+    from train.export.parity import parity_check
 
     ckpt, settings = trained
     f16 = exported[0][0]
@@ -205,7 +205,7 @@ def test_parity_check_catches_a_chat_template_mismatch(trained, exported, tmp_pa
 
 @pytest.mark.slow
 def test_a_drifting_export_is_kept_aside_and_not_offered(trained, tmp_path):
-    from train.export import export_gguf
+    from train.export.gguf_export import export_gguf
 
     ckpt, settings = trained
     out = tmp_path / "exports" / "strict"
@@ -220,8 +220,8 @@ def test_a_drifting_export_is_kept_aside_and_not_offered(trained, tmp_path):
 
 @pytest.mark.slow
 def test_failed_conversion_leaves_no_half_written_file(trained, tmp_path, monkeypatch):
-    from train.converter import converter_dir
-    from train.export import ExportError, export_gguf
+    from train.export.converter import converter_dir
+    from train.export.gguf_export import ExportError, export_gguf
 
     ckpt, settings = trained
     real = converter_dir(settings)
@@ -241,8 +241,8 @@ def test_failed_conversion_leaves_no_half_written_file(trained, tmp_path, monkey
 
 @pytest.mark.slow
 def test_gguf_lora_loads_on_the_base_gguf(trained):
-    from train.compare import generate_replies
-    from train.export import export_lora
+    from train.evaluate.compare import generate_replies
+    from train.export.gguf_export import export_lora
 
     ckpt, settings = trained
     result = export_lora(ckpt, settings, say=lambda *a: None)
@@ -261,8 +261,8 @@ def test_gguf_lora_loads_on_the_base_gguf(trained):
 def test_ollama_modelfile_names_the_file_template_and_stops(trained, exported):
     from transformers import AutoTokenizer
 
-    from train.export import export_ollama
-    from train.modelfile import parse_modelfile
+    from train.export.gguf_export import export_ollama
+    from train.export.modelfile import parse_modelfile
 
     ckpt, settings = trained
     said: list[str] = []
@@ -287,7 +287,7 @@ def test_ollama_modelfile_names_the_file_template_and_stops(trained, exported):
 
 @pytest.mark.slow
 def test_cli_parity_reports_and_sets_the_exit_status(trained, exported, tmp_path, capsys, monkeypatch):
-    from tutor.cli import main
+    from quimbot.cli import main
 
     ckpt, settings = trained
     f16 = exported[0][0]
@@ -309,8 +309,8 @@ def test_cli_parity_reports_and_sets_the_exit_status(trained, exported, tmp_path
 
 
 def test_ui_cannot_point_a_lora_outside_the_exports_folder(tmp_path):
+    from core.errors import ModelSpecError
     from tutor.catalog import check_ui_spec
-    from tutor.errors import ModelSpecError
 
     settings = Settings(exports_dir=tmp_path / "exports", runs_dir=tmp_path / "runs")
     (tmp_path / "exports" / "x").mkdir(parents=True)

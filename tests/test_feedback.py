@@ -2,7 +2,7 @@
 
 import pytest
 
-from tutor.errors import InputError, NotFoundError
+from core.errors import InputError, NotFoundError
 from tutor.feedback import REASONS, Feedback, FlagFilters
 from tutor.store import Store
 

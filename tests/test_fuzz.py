@@ -8,10 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from train.importers import ConversionError, convert_record
-from train.schema import SchemaError, check_row, read_rows, GateReport
+from core.errors import InputError
+from core.jsonl import read_rows
+from core.schema import GateReport, SchemaError, check_row
+from train.data.importers import ConversionError, convert_record
 from tutor.detector import suggest_flags
-from tutor.errors import InputError
 from tutor.privacy import Scrubber
 from tutor.session import MAX_MESSAGE_CHARS, clean_message
 
@@ -111,7 +112,7 @@ def test_emails_never_survive_scrubbing(email, filler, scrubber):
 # ------------------------------------------------------------------------- hostile files (issue 15)
 
 def _good_line(n: int) -> bytes:
-    from train.hashing import content_hash
+    from core.hashing import content_hash
 
     row = {"messages": [{"role": "user", "content": f"I goes to school {n}"},
                         {"role": "assistant", "content": f"Oh, you go to school {n}? Do you like it?"}],
@@ -157,8 +158,8 @@ def test_hostile_lines_cost_only_their_line_in_every_reader_and_dedup_writes_str
     """Good rows interleaved with hostile lines: both JSON readers (json.loads, and the audit's orjson with
     its fallback) and the gate reject exactly the hostile lines, with file:line and a reason; dedup writes
     the good rows back as strict JSON (no NaN/Infinity), which reads back the same."""
-    from train.dedup import dedup_files, write_rows
-    from train.importers import iter_json_lines, read_jsonl
+    from core.jsonl import iter_json_lines, read_jsonl
+    from train.data.dedup import dedup_files, write_rows
 
     folder = tmp_path_factory.mktemp("hostile")
     path = folder / "rows.jsonl"

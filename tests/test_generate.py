@@ -2,8 +2,8 @@
 model lanes against a server that runs out of credits (HTTP 402) or rate-limits (429)."""
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 from fakes import FakeOpenAI, tutor_like_reply
 
-from train.generate import TIMING_FIELDS, GenerateConfig, GenerationPaused, run_generation
-from train.mix import build_mix, load_mix_config
-from train.schema import GateReport, read_rows
-from train import synth
-from train.synth import STYLES, make_row, style_for
+from core.errors import QuimbotError
+from core.jsonl import read_rows
+from core.schema import GateReport
+from train.data import synth
+from train.data.generate import TIMING_FIELDS, GenerateConfig, GenerationPaused, run_generation
+from train.data.mix import build_mix, load_mix_config
+from train.data.synth import STYLES, make_row, style_for
 from tutor.detector import suggest_flags
-from tutor.errors import QuimbotError
 from tutor.learner_errors import find_errors, takes_up
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,7 @@ def test_correct_turns_are_often_restated_and_counted_things_keep_their_number()
 
 def test_style_comes_from_the_index_and_survives_kill_and_resume(tmp_path):
     out = tmp_path / "big.jsonl"
-    code = ("import sys; from pathlib import Path; from train.generate import GenerateConfig, run_generation; "
+    code = ("import sys; from pathlib import Path; from train.data.generate import GenerateConfig, run_generation; "
             f"run_generation(GenerateConfig(out=Path({str(out)!r}), n=60000, rotate_every=700), progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     deadline = time.monotonic() + 60
@@ -261,7 +262,7 @@ def test_concurrent_lane_keeps_n_requests_in_flight_and_writes_what_the_sequenti
 
 
 def test_in_process_lanes_run_one_request_at_a_time():
-    from train.generate import lane_concurrency
+    from train.data.generate import lane_concurrency
 
     assert lane_concurrency("gguf:default", 16) == 1 and lane_concurrency("hf:runs/r/checkpoint-50", 16) == 1
     assert lane_concurrency("ollama:qwen3:8b", 16) == 16 and lane_concurrency("openrouter:x/y", 4) == 4
@@ -343,7 +344,7 @@ def test_429_slows_the_whole_lane_down_with_bounded_retries(tmp_path):
 
 
 def test_lane_throttle_halves_on_429_and_grows_back():
-    from train.generate import LaneThrottle
+    from train.data.generate import LaneThrottle
 
     t = FakeTime()
     throttle = LaneThrottle(8, clock=t.clock, sleep=t.sleep)
@@ -364,7 +365,7 @@ def test_kill_minus_9_with_requests_in_flight_loses_and_duplicates_nothing(tmp_p
     out = tmp_path / "killed.jsonl"
     with FakeOpenAI(latency=0.05, reply=tutor_like_reply) as server:
         spec = tutor_cloud(server)
-        code = ("from pathlib import Path; from train.generate import GenerateConfig, run_generation; "
+        code = ("from pathlib import Path; from train.data.generate import GenerateConfig, run_generation; "
                 f"run_generation(GenerateConfig(out=Path({str(out)!r}), n=300, lanes=[{spec!r}], rotate_every=11, "
                 "concurrency=8), progress=False)")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
@@ -457,7 +458,7 @@ def _ngrams(text: str, n: int = 6) -> set[tuple[str, ...]]:
 
 
 def test_offline_learner_turns_share_no_six_words_with_the_eval_prompts():
-    from train.pedagogy import load_prompts
+    from train.evaluate.pedagogy import load_prompts
 
     eval_grams = set().union(*(_ngrams(p["learner"]) for p in load_prompts()))
     assert eval_grams
@@ -472,7 +473,7 @@ def test_offline_learner_turns_share_no_six_words_with_the_eval_prompts():
 
 
 def _frames():
-    from train import synth
+    from train.data import synth
 
     return {"word_choice": synth._word_choice, "present_perfect": synth._present_perfect,
             "pronoun": synth._pronoun, "possessive": synth._possessive, "future": synth._future,
@@ -484,8 +485,8 @@ def _frames():
 def test_new_error_types_are_good_moves_by_our_own_metric(error_type):
     import random
 
-    from train.pedagogy import PromptSetError, score_reply
-    from train.synth import _shape, tutor_reply
+    from train.data.synth import _shape, tutor_reply
+    from train.evaluate.pedagogy import PromptSetError, score_reply
 
     rng = random.Random(error_type)
     for _ in range(40):
@@ -530,7 +531,7 @@ def test_learner_turns_have_the_length_and_shape_of_real_messages():
 
 
 def test_offline_lane_audit_shows_no_dominant_opener(tmp_path):
-    from train.audit import audit_path
+    from train.data.audit import audit_path
 
     out = tmp_path / "offline.jsonl"
     run_generation(GenerateConfig(out=out, n=1500, rotate_every=100), progress=False)
@@ -540,7 +541,7 @@ def test_offline_lane_audit_shows_no_dominant_opener(tmp_path):
 
 
 def test_thinking_blocks_of_reasoning_models_are_not_kept_as_replies():
-    from train.generate import strip_thinking
+    from train.data.generate import strip_thinking
 
     assert strip_thinking("<think>\nThe learner means went.\n</think>\n\nOh, you went? Where?") == "Oh, you went? Where?"
     assert strip_thinking("<think>\n\n</think>\n\nOh, you went?") == "Oh, you went?"
@@ -549,7 +550,7 @@ def test_thinking_blocks_of_reasoning_models_are_not_kept_as_replies():
 
 
 def test_progress_shows_rows_per_second_and_the_reject_rate():
-    from train.generate import GenerationReport, LaneThrottle, _progress_text
+    from train.data.generate import GenerationReport, LaneThrottle, _progress_text
 
     report = GenerationReport(out="x", written=30, rejected=10)
     lane = type("Lane", (), {"name": "openrouter:some/model?x=1", "throttle": LaneThrottle(16)})()
@@ -559,7 +560,7 @@ def test_progress_shows_rows_per_second_and_the_reject_rate():
 
 
 def test_data_generate_concurrency_from_the_command_line(tmp_path, capsys):
-    from tutor.cli import main
+    from quimbot.cli import main
 
     with FakeOpenAI(latency=0.02, reply=tutor_like_reply) as server:
         code = main(["data", "generate", "--out", str(tmp_path / "c.jsonl"), "--n", "24", "--concurrency", "6",

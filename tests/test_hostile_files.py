@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from train import sft
-from train.audit import audit_path
-from train.hashing import content_hash
-from train.importers import DataError, iter_json_lines
-from train.schema import GateReport
-from tutor.cli import main
+from core.errors import DataError
+from core.hashing import content_hash
+from core.jsonl import iter_json_lines
+from core.schema import GateReport
+from quimbot.cli import main
+from train.data.audit import audit_path
+from train.fit import sft
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,8 +206,8 @@ def test_symbolic_link_loops_and_broken_links_are_named_as_such(tmp_path):
 
 FIFO_SCRIPT = r"""
 import contextlib, io, json, sys
-from tutor.cli import main
-from train import sft
+from quimbot.cli import main
+from train.fit import sft
 fifo, tmp = sys.argv[1], sys.argv[2]
 open(tmp + "/mix.toml", "w").write(f'total = 2\nout = "{tmp}/m.jsonl"\n[[sources]]\npath = "{fifo}"\nratio = 1.0\n')
 results = []

@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from train.hashing import content_hash
-from train.importers import (DataError, FieldOptions, import_corpus, iter_json_lines, line_chunks, read_jsonl,
-                             reason_key)
-from train.schema import GateReport, SchemaError
+from core.errors import DataError
+from core.hashing import content_hash
+from core.jsonl import iter_json_lines, line_chunks, read_jsonl, reason_key
+from core.schema import GateReport, SchemaError
+from train.data.importers import FieldOptions, import_corpus
 
 
 def row(learner="Yesterday I go to the store", tutor="Oh, you went to the store yesterday? What did you buy?",

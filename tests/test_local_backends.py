@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import BackendError, ModelSpecError
 from tutor.backends import GenerationOptions, load_backend
 from tutor.catalog import list_models
 from tutor.config import Settings
-from tutor.errors import BackendError, ModelSpecError
 from tutor.models import default_gguf_path, default_hf_dir
 from tutor.prompts import system_prompt
 

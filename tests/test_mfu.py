@@ -2,7 +2,7 @@
 
 import pytest
 
-from train.mfu import ModelShape, ThroughputMeter, mfu, peak_flops, training_flops_per_token
+from train.fit.mfu import ModelShape, ThroughputMeter, mfu, peak_flops, training_flops_per_token
 
 QWEN3_8B = dict(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
                 head_dim=128, intermediate_size=12288, vocab_size=151936, tie_word_embeddings=False)
@@ -79,7 +79,7 @@ def test_training_on_a_listed_gpu_reports_mfu(monkeypatch):
     import torch
     from transformers import Qwen3Config
 
-    from train.sft import throughput_meter
+    from train.fit.sft import throughput_meter
 
     monkeypatch.delenv("QUIMBOT_PEAK_TFLOPS", raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")

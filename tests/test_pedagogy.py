@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train.pedagogy import (
+from core.errors import BackendError
+from train.evaluate.pedagogy import (
     JUDGE_DIMENSIONS,
     PromptSetError,
     aggregate,
@@ -26,7 +27,6 @@ from train.pedagogy import (
     telling,
     tutor_side,
 )
-from tutor.errors import BackendError
 from tutor.learner_errors import LearnerError, find_errors
 
 STORE = "Yesterday I go to the store"

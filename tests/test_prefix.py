@@ -1,4 +1,4 @@
-"""Shared-prefix training forward (train/prefix.py): grouping, and the same loss and gradients as a
+"""Shared-prefix training forward (train/fit/prefix.py): grouping, and the same loss and gradients as a
 full forward on real starter rows with the bundled model."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from train.prefix import prefix_groups  # noqa: E402
+from train.fit.prefix import prefix_groups  # noqa: E402
 
 
 def _batch(rows: list[list[int]], labelled_from: list[int], pad: int = 0):
@@ -47,8 +47,8 @@ def test_same_loss_and_gradients_as_a_full_forward():
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.sft import encode_messages, scored_logits
-    from train.synth import make_row
+    from train.data.synth import make_row
+    from train.fit.sft import encode_messages, scored_logits
     from tutor.backends.hf import resolve_base
     from tutor.config import Settings
 

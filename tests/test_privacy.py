@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import QuimbotError
 from tutor import pii_presidio
-from tutor.errors import QuimbotError
 from tutor.pii_eval import evaluate, format_report, read_set
 from tutor.privacy import Scrubber, scrub
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import labelled_spans
 
-from train.random_model import QWEN3_STYLE_TEMPLATE, build_random_model, qwen3_style_tokenizer
+from train.fit.random_model import QWEN3_STYLE_TEMPLATE, build_random_model, qwen3_style_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVERSATION = [{"role": "system", "content": "Be kind."},
@@ -31,7 +31,8 @@ def tokenizer():
 
 @pytest.mark.slow
 def test_assistant_mask_under_a_template_that_drops_earlier_thinking_blocks(tokenizer):
-    from train.sft import DataError, _template_ids, encode_messages
+    from core.errors import DataError
+    from train.fit.sft import _template_ids, encode_messages
 
     assert tokenizer.chat_template == QWEN3_STYLE_TEMPLATE and "{% generation %}" not in QWEN3_STYLE_TEMPLATE
     full = _template_ids(tokenizer, CONVERSATION)
@@ -56,7 +57,7 @@ def test_assistant_mask_under_a_template_that_drops_earlier_thinking_blocks(toke
 def test_tiny_qwen3_trains_serves_exports_to_gguf_and_passes_parity(tmp_path):
     from gguf import GGUFReader
 
-    from train.generate import GenerateConfig, run_generation
+    from train.data.generate import GenerateConfig, run_generation
     from tutor.backends import GenerationOptions, load_backend
     from tutor.config import Settings
 
@@ -67,7 +68,7 @@ def test_tiny_qwen3_trains_serves_exports_to_gguf_and_passes_parity(tmp_path):
     run_generation(GenerateConfig(out=data, n=40, rotate_every=10), progress=False)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     train = subprocess.run(
-        [sys.executable, "-m", "tutor.cli", "train", "sft", "--base", str(base), "--dataset", str(data),
+        [sys.executable, "-m", "quimbot.cli", "train", "sft", "--base", str(base), "--dataset", str(data),
          "--runs-dir", str(tmp_path / "runs"), "--run-name", "q3", "--max-steps", "3", "--save-steps", "3",
          "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "1", "--logging-steps", "1",
          "--max-length", "400", "--learning-rate", "1e-2", "--warmup-steps", "0"],
@@ -92,7 +93,7 @@ def test_tiny_qwen3_trains_serves_exports_to_gguf_and_passes_parity(tmp_path):
 
     out = tmp_path / "export"
     export = subprocess.run(
-        [sys.executable, "-m", "tutor.cli", "export", "gguf", str(checkpoint), "--type", "f16", "--out", str(out),
+        [sys.executable, "-m", "quimbot.cli", "export", "gguf", str(checkpoint), "--type", "f16", "--out", str(out),
          "--parity-prompts", "6", "--parity-tokens", "24"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert export.returncode == 0, export.stdout[-3000:] + export.stderr[-3000:]
@@ -109,7 +110,7 @@ def test_tiny_qwen3_trains_serves_exports_to_gguf_and_passes_parity(tmp_path):
 def test_the_seed_run_config_and_accelerate_configs():
     from accelerate.commands.config.config_args import load_config_from_file
 
-    from train.train_config import ConfigError, load_config, resolve_effective_batch
+    from train.fit.config import ConfigError, load_config, resolve_effective_batch
 
     c = load_config(ROOT / "data" / "train_qwen3_8b.toml")
     assert (c.base, c.lora_r, c.lora_target_modules, c.learning_rate, c.save_steps, c.precision) == (

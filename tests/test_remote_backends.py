@@ -17,9 +17,9 @@ from conftest import serve_subprocess
 from fakes import FakeOllama, FakeOpenAI, free_port, prompt_token_count, reply_for, reply_pieces
 from sqlite_utils import Database
 
+from core.errors import BackendError
 from tutor.backends import BackendPool, Chunk, GenerationOptions, load_backend
 from tutor.config import Settings
-from tutor.errors import BackendError
 from tutor.session import ChatService
 from tutor.store import Store
 
@@ -359,8 +359,8 @@ def test_openai_backend_streams_from_the_real_llama_cpp_server(llama_cpp_server)
 def test_a_key_goes_only_to_listed_hosts_and_only_from_key_variables(settings, monkeypatch):
     """On the command line too (the UI refuses such specs earlier): a server variable like HOME is
     never a bearer token, and a typed server that is not in the model list gets no key. Nothing is sent."""
+    from core.errors import ModelSpecError
     from tutor.backends import load_backend
-    from tutor.errors import ModelSpecError
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     with pytest.raises(ModelSpecError, match="not a key variable|meant for a key"):

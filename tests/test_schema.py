@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from train.hashing import content_hash
-from train.schema import GateReport, SchemaError, check_row, read_rows
+from core.hashing import content_hash
+from core.jsonl import read_rows
+from core.schema import GateReport, SchemaError, check_row
 
 GOOD = {"messages": [{"role": "system", "content": "Be a tutor."}, {"role": "user", "content": "I goed home"},
                      {"role": "assistant", "content": "Oh, you went home? Why?"}], "metadata": {"source": "t"}}
@@ -112,7 +113,7 @@ def test_content_hash_fast_path_matches_the_definition():
     hash of the definition for any row: odd strings, extra keys, non-string values, other fields."""
     import random
 
-    from train import hashing
+    from core import hashing
 
     rng = random.Random(3)
     pieces = ["", " ", "  ", "\t", "\n", "\r\n", "\x0b", "\x1c", "\u00a0", "\u2003", "\u3000", "\x00", "\x7f", '"',

@@ -15,8 +15,8 @@ from conftest import ROOT, serve_subprocess
 from fakes import FakeOpenAI, free_port
 from gradio_client import Client
 
+from core.errors import QuimbotError
 from tutor.auth import MIN_PASSWORD_CHARS, LoginLimiter, hash_line, load_testers, make_auth
-from tutor.errors import QuimbotError
 
 GOOD_PASSWORD = "correct horse battery staple"
 TIMEOUT = 30  # seconds, for every single HTTP call
@@ -29,7 +29,7 @@ def start_app(tmp_path, name: str, *args: str, db=None, env_extra: dict | None =
            "QUIMBOT_RUNS_DIR": str(tmp_path / "runs"), "QUIMBOT_EXPORTS_DIR": str(tmp_path / "exports")}
     env.pop("QUIMBOT_TESTERS", None)
     env.update(env_extra or {})
-    cmd = [sys.executable, "-m", "tutor.cli", "app", "--port", str(port), *args]
+    cmd = [sys.executable, "-m", "quimbot.cli", "app", "--port", str(port), *args]
     log = tmp_path / f"{name}.log"
     return serve_subprocess(cmd, f"http://127.0.0.1:{port}/", log, env), f"http://127.0.0.1:{port}", log
 
@@ -269,7 +269,7 @@ def test_tester_login_backs_off_after_wrong_guesses(tmp_path):
 @pytest.mark.slow
 def test_a_short_tester_password_stops_the_app_with_a_clear_error(tmp_path):
     env = {**os.environ, "QUIMBOT_DB": str(tmp_path / "x.db"), "QUIMBOT_TESTERS": "ana:s3cret"}
-    out = subprocess.run([sys.executable, "-m", "tutor.cli", "app", "--host", "0.0.0.0", "--port", str(free_port())],
+    out = subprocess.run([sys.executable, "-m", "quimbot.cli", "app", "--host", "0.0.0.0", "--port", str(free_port())],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "at least 12 characters" in out.stdout + out.stderr

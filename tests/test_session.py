@@ -7,7 +7,7 @@ import pytest
 from tutor.backends import GenerationOptions
 from tutor.prompts import system_prompt
 from tutor.session import ChatService, clean_message
-from tutor.ui_chat import render_turns
+from webui.chat import render_turns
 
 pytestmark = pytest.mark.slow
 FAST = GenerationOptions(temperature=0, max_tokens=24, seed=7)

@@ -1,7 +1,7 @@
 import pytest
 
+from core.errors import ModelSpecError
 from tutor.catalog import list_models
-from tutor.errors import ModelSpecError
 from tutor.specs import ModelSpec, parse_spec
 
 

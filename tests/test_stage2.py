@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tutor.errors import InputError
+from core.errors import InputError
 from tutor.feedback import Feedback, FlagFilters
 from tutor.privacy import Scrubber
 from tutor.stage2 import export_stage2

@@ -4,7 +4,7 @@ import sqlite3
 import pytest
 from sqlite_utils import Database
 
-from tutor.errors import NotFoundError, StoreError
+from core.errors import NotFoundError, StoreError
 from tutor.migrations import MIGRATIONS, migrate
 from tutor.store import Store, open_database
 

@@ -11,7 +11,7 @@ from conftest import serve_subprocess
 from fakes import free_port
 from gradio_client import Client
 
-from tutor.webapp import is_local, load_testers
+from webui.app import is_local, load_testers
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def test_loopback_detection_and_accounts(tmp_path):
     assert sorted(accounts) == ["ana", "ben"]
     check = make_auth(accounts)
     assert check("ana", "s3cret-s3cret") and check("ben", "pw-pw-pw-pw-pw") and not check("ana", "pw-pw-pw-pw-pw")
-    from tutor.errors import QuimbotError
+    from core.errors import QuimbotError
     with pytest.raises(QuimbotError, match="not NAME:PASSWORD"):
         load_testers("ben")
 
@@ -104,7 +104,7 @@ def start_public_app(tmp_path, testers: str | None):
     env.pop("QUIMBOT_TESTERS", None)
     if testers:
         env["QUIMBOT_TESTERS"] = testers
-    cmd = [sys.executable, "-m", "tutor.cli", "app", "--host", "0.0.0.0", "--port", str(port)]
+    cmd = [sys.executable, "-m", "quimbot.cli", "app", "--host", "0.0.0.0", "--port", str(port)]
     return serve_subprocess(cmd, f"http://127.0.0.1:{port}/", tmp_path / "pub.log", env), port
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import labelled_spans
 
-from train.hashing import content_hash
-from train.train_config import ConfigError, TrainConfig, load_config
+from core.hashing import content_hash
+from train.fit.config import ConfigError, TrainConfig, load_config
 from tutor.config import Settings
 from tutor.models import DEFAULT_HUB_ID
 
@@ -101,7 +101,7 @@ def test_unknown_config_key_names_key_and_valid_ones(tmp_path):
 
 
 def test_flags_override_config_file(tmp_path):
-    from train.cli_train import build_parser, config_from
+    from train.fit.commands import build_parser, config_from
 
     cfg = tmp_path / "run.toml"
     cfg.write_text('dataset = ["a.jsonl"]\nlearning_rate = 3e-4\nmax_steps = 10\n[trl]\ndataloader_num_workers = 1\n')
@@ -124,7 +124,7 @@ def test_default_config_file_is_valid():
 
 
 def test_every_train_command_has_help():
-    from train.cli_train import register
+    from train.fit.commands import register
 
     parser = argparse.ArgumentParser(prog="quimbot")
     sub = parser.add_subparsers(dest="command")
@@ -147,13 +147,13 @@ def test_every_train_command_has_help():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from train.sft import load_tokenizer, resolve_models
+    from train.fit.sft import load_tokenizer, resolve_models
 
     return load_tokenizer(resolve_models(TrainConfig(), Settings()))
 
 
 def test_loss_mask_covers_assistant_tokens_only(tokenizer):
-    from train.sft import encode_messages
+    from train.fit.sft import encode_messages
 
     messages = [{"role": "system", "content": "Be kind."},
                 {"role": "user", "content": "Yesterday I go to the store."},
@@ -170,7 +170,8 @@ def test_loss_mask_covers_assistant_tokens_only(tokenizer):
 
 
 def test_schema_gate_refuses_with_file_and_line_unless_skip(tmp_path, data_dir):
-    from train.sft import DataError, prepare_run
+    from core.errors import DataError
+    from train.fit.sft import prepare_run
 
     rows = stage1_rows(12)
     bad = [json.dumps(r) for r in rows[:5]]
@@ -193,7 +194,8 @@ def test_schema_gate_refuses_with_file_and_line_unless_skip(tmp_path, data_dir):
 
 
 def test_over_long_rows_refused_listed_or_explicitly_handled(tmp_path, tokenizer):
-    from train.sft import DataError, prepare_run
+    from core.errors import DataError
+    from train.fit.sft import prepare_run
 
     rows = stage1_rows(10)
     rows[3]["messages"][0]["content"] = "Long story. " * 40      # a long learner turn
@@ -220,8 +222,8 @@ def test_over_long_rows_refused_listed_or_explicitly_handled(tmp_path, tokenizer
 def test_missing_base_adapter_and_disk_are_refused(tmp_path, data_dir, monkeypatch):
     import shutil as shutil_module
 
-    from train import sft
-    from train.sft import TrainError, prepare_run
+    from train.fit import sft
+    from train.fit.sft import TrainError, prepare_run
 
     data = data_dir / "stage1.jsonl"
     with pytest.raises(TrainError, match="not found"):
@@ -239,7 +241,7 @@ def test_missing_base_adapter_and_disk_are_refused(tmp_path, data_dir, monkeypat
 
 
 def test_heldout_split_is_stable_and_disjoint(tmp_path, data_dir):
-    from train.sft import Example, split_heldout
+    from train.fit.sft import Example, split_heldout
 
     rows = stage1_rows(200)
     examples = [Example("f", i + 1, r, r["metadata"]["content_hash"]) for i, r in enumerate(rows)]
@@ -286,7 +288,7 @@ class Snapshot:
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, data_dir):
     """One uninterrupted 4-step run (checkpoints at 2 and 4) shared by several tests."""
-    from train.sft import train
+    from train.fit.sft import train
 
     tmp = tmp_path_factory.mktemp("full")
     snap = Snapshot()
@@ -352,7 +354,7 @@ def test_checkpoint_loads_in_transformers_backend_and_chats(full_run):
 
 @pytest.mark.slow
 def test_perplexity_for_base_and_every_checkpoint_and_cli_recompute(full_run):
-    from train.cli_train import main
+    from train.fit.commands import main
 
     result, _, _ = full_run
     rows = result.perplexity
@@ -374,7 +376,7 @@ def test_stopped_run_resumes_with_same_steps_and_data_order(full_run, data_dir):
     from safetensors.torch import load_file
     from transformers import TrainerCallback
 
-    from train.sft import TrainError, train
+    from train.fit.sft import TrainError, train
 
     reference, _, _ = full_run
     tmp = reference.run_dir.parent.parent / "resume"
@@ -450,7 +452,7 @@ def test_stage2_continues_from_a_stage1_checkpoint(full_run, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from train.sft import train
+    from train.fit.sft import train
 
     stage1, _, _ = full_run
     init = stage1.checkpoints[-1]
@@ -472,7 +474,7 @@ def test_stage2_continues_from_a_stage1_checkpoint(full_run, tmp_path):
 
 @pytest.mark.slow
 def test_dpo_step_runs_on_an_adapter(full_run, tmp_path):
-    from train.sft import train
+    from train.fit.sft import train
 
     stage1, _, _ = full_run
     data = write_jsonl(tmp_path / "preference.jsonl", preference_rows(12))

@@ -1,6 +1,6 @@
 """kill -9 of a real training run between two checkpoints, then `quimbot train sft --resume`.
 
-The run is a real `python -m tutor.cli train sft` subprocess (LoRA on the bundled SmolLM2, the tiny
+The run is a real `python -m quimbot.cli train sft` subprocess (LoRA on the bundled SmolLM2, the tiny
 settings of test_train.py: batch 2, short rows, 6 steps, a checkpoint every 2). It is SIGKILLed once
 checkpoint-2 is complete and step 3 has started, so the kill lands between checkpoint-2 and checkpoint-4;
 the resumed run must finish at step 6 with checkpoints 2, 4, 6, the same data order as an uninterrupted
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_train import stage1_rows, tiny, write_jsonl
 
-from train.cli_train import to_toml
+from train.fit.commands import to_toml
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ MAX_STEPS, SAVE_STEPS = 6, 2
 
 
 def train_cmd(config: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tutor.cli", "train", "sft", "--config", str(config), *extra]
+    return [sys.executable, "-m", "quimbot.cli", "train", "sft", "--config", str(config), *extra]
 
 
 def env() -> dict:

@@ -1,1 +1,3 @@
-"""Quimbot's training side: the data row format, its schema gate and content hash."""
+"""Quimbot's training side, one sub-package a stage: ``data`` (generate, import, gate, dedup, audit, mix),
+``fit`` (LoRA SFT/DPO, checkpoints, perplexity), ``evaluate`` (pedagogy metrics, compare, replay,
+calibration) and ``export`` (merge, GGUF, Modelfile, parity)."""

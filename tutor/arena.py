@@ -8,9 +8,9 @@ import math
 import random
 from typing import Any
 
-from .errors import InputError, NotFoundError
-from .session import ChatService
-from .store import now
+from core.errors import InputError, NotFoundError
+from tutor.session import ChatService
+from tutor.store import now
 
 VOTES = ("first", "second", "tie", "both_bad")
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import QuimbotError
+from core.errors import QuimbotError
 
 MIN_PASSWORD_CHARS = 12
 HASH_PREFIX = "$argon2"

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
+from tutor.config import Settings
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,8 @@ def check_ui_spec(spec: str, settings: Settings, local: bool) -> str:
       (or be the bundled model); an ``hf:`` hub id must already be in the local hub cache unless
       QUIMBOT_ALLOW_HUB=1; and an OpenAI-compatible server, which gets an API key, must be on a host
       of the model list or the backend's default."""
-    from .errors import ModelSpecError
-    from .specs import (MAX_SPEC_CHARS, check_api_key_destination, check_option_bounds, key_hosts,
-                        parse_spec)
+    from core.errors import ModelSpecError
+    from tutor.specs import MAX_SPEC_CHARS, check_api_key_destination, check_option_bounds, key_hosts, parse_spec
 
     text = spec.strip() if isinstance(spec, str) else ""
     if len(text) > MAX_SPEC_CHARS:
@@ -157,8 +156,8 @@ def check_ui_spec(spec: str, settings: Settings, local: bool) -> str:
 def api_key_allowed(spec, settings: Settings) -> bool:
     """Whether an OpenAI-compatible spec may send its API key to its server: only to a host of the
     listed specs or of the backend's defaults (for backends to call before reading the key)."""
-    from .errors import ModelSpecError
-    from .specs import api_key_host, key_hosts, parse_spec
+    from core.errors import ModelSpecError
+    from tutor.specs import api_key_host, key_hosts, parse_spec
 
     parsed = spec if not isinstance(spec, str) else parse_spec(spec)
     listed = []

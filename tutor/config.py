@@ -54,6 +54,19 @@ class Settings:
 LOCAL_NAMES = {"localhost", "ip6-localhost"}
 
 
+def settings_from_args(args) -> Settings:
+    """Settings with the command line's --db, --runs-dir, --exports-dir and --extra-model applied (any
+    command's parsed arguments; an option the command does not have is left at its default)."""
+    settings = Settings()
+    for name in ("db", "runs_dir", "exports_dir"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(settings, "db_path" if name == "db" else name, value)
+    for spec in getattr(args, "extra_model", None) or []:
+        settings.extra_models.append(spec)
+    return settings
+
+
 def is_local(host: str) -> bool:
     """True when only this machine can reach the address (loopback)."""
     import ipaddress

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .learner_errors import find_errors, takes_up
+from tutor.learner_errors import find_errors, takes_up
 
 DETECTOR_VERSION = "rules-v1"
 

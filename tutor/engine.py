@@ -29,8 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from .errors import BackendError
-from .llama_build import stop_process
+from core.errors import BackendError
+from tutor.llama_build import stop_process
 
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 10.0

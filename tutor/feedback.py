@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .detector import DETECTOR_VERSION, suggest_flags
-from .errors import InputError, NotFoundError
-from .store import Store, now
+from core.errors import InputError, NotFoundError
+from tutor.detector import DETECTOR_VERSION, suggest_flags
+from tutor.store import Store, now
 
 REASONS: dict[str, str] = {
     "red_pen": "explicit “red-pen” correction",

@@ -12,7 +12,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .errors import BackendError
+from core.errors import BackendError
 
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -20,9 +20,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .errors import QuimbotError
-from .pii_regex import KINDS, Span
-from .privacy import ENGINES, Scrubber
+from core.errors import QuimbotError
+from tutor.pii_regex import KINDS, Span
+from tutor.privacy import ENGINES, Scrubber
 
 
 def read_set(path: str | Path) -> list[dict[str, Any]]:

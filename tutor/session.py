@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .backends import Backend, BackendPool, GenerationOptions, Message
-from .errors import InputError, QuimbotError
-from .feedback import Feedback
-from .prompts import normalize_level, system_prompt
-from .specs import parse_spec
-from .store import Store, now
+from core.errors import InputError, QuimbotError
+from tutor.backends import Backend, BackendPool, GenerationOptions, Message
+from tutor.feedback import Feedback
+from tutor.prompts import normalize_level, system_prompt
+from tutor.specs import parse_spec
+from tutor.store import Store, now
 
 MAX_MESSAGE_CHARS = 4000
 TRIM_BLOCK = 4  # exchanges dropped at a time when the history outgrows the context

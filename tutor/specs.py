@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from .errors import ModelSpecError
+from core.errors import ModelSpecError
 
 # The longest spec string accepted anywhere (a spec with a long checkpoint path still fits);
 # checked before anything else, so a huge string costs nothing and is never stored.

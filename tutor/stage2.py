@@ -10,7 +10,6 @@ Re-exporting into the same folder adds only rows whose content hash is not there
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -18,14 +17,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from train.hashing import HASH_SCHEME, content_hash
-from train.schema import GateReport, SchemaError, check_row, read_rows
-
-from .errors import InputError
-from .feedback import Feedback, FlagFilters
-from .privacy import Scrubber, default_scrubber
-from .session import completed_exchanges
-from .store import Store, now
+from core.errors import InputError
+from core.files import file_sha256
+from core.hashing import HASH_SCHEME, content_hash
+from core.jsonl import read_rows
+from core.schema import GateReport, SchemaError, check_row
+from tutor.feedback import Feedback, FlagFilters
+from tutor.privacy import Scrubber, default_scrubber
+from tutor.session import completed_exchanges
+from tutor.store import Store, now
 
 FILES = {"sft": "sft.jsonl", "preference": "preference.jsonl", "unpaired": "unpaired.jsonl"}
 
@@ -115,12 +115,6 @@ def build_rows(store: Store, filters: FlagFilters | None = None, include_system:
     return rows, stats
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_atomic(path: Path, lines: list[str]) -> None:
@@ -174,7 +168,7 @@ def export_stage2(store: Store, out_dir: str | Path, filters: FlagFilters | None
         if new_lines or path.exists():
             _write_atomic(path, existing_lines + new_lines)
             files[name] = {"rows": len(existing_lines) + len(new_lines), "added": len(new_lines),
-                           "sha256": _sha256(path)}
+                           "sha256": file_sha256(path)}
         added_total += len(new_lines)
     manifest = {"created_at": now(), "out_dir": str(out_dir), "filters": (filters or FlagFilters()).as_dict(),
                 "include_system_prompt": include_system, "hash_scheme": HASH_SCHEME, "files": files,

@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .errors import NotFoundError, StoreError
-from .migrations import migrate
+from core.errors import NotFoundError, StoreError
+from tutor.migrations import migrate
 
 TURN_FIELDS = (
     "status model_spec checkpoint level system_prompt options latency_ms first_token_ms "

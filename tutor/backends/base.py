@@ -9,8 +9,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import Settings
-from ..specs import ModelSpec
+from tutor.config import Settings
+from tutor.specs import ModelSpec
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
@@ -25,6 +25,12 @@ class GenerationOptions(BaseModel):
     max_tokens: int = Field(200, ge=1, le=4096, description="Longest reply, in tokens.")
     seed: int | None = Field(None, description="Random seed, for reproducible replies.")
     stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
+
+    @classmethod
+    def greedy(cls, max_tokens: int = 80, seed: int | None = 0) -> GenerationOptions:
+        """The options every evaluation uses (compare, replay, parity, the pedagogy probe): greedy
+        decoding with a fixed seed, so two runs of the same checkpoint give the same replies."""
+        return cls(temperature=0.0, max_tokens=max_tokens, seed=seed)
 
 
 @dataclass

@@ -16,11 +16,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import Settings
-from ..errors import BackendError, ModelSpecError
-from ..models import DEFAULT_HUB_ID, default_hf_dir
-from ..specs import ModelSpec
-from .base import Backend, Chunk, GenerationOptions, Message
+from core.errors import BackendError, ModelSpecError
+from tutor.backends.base import Backend, Chunk, GenerationOptions, Message
+from tutor.config import Settings
+from tutor.models import DEFAULT_HUB_ID, default_hf_dir
+from tutor.specs import ModelSpec
 
 
 def resolve_base(target: str, settings: Settings) -> str:

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import httpx
 
-from ..config import Settings
-from ..engine import EngineConfig, EngineServer, supervisor_for
-from ..errors import BackendError, ModelSpecError
-from ..specs import ModelSpec
-from .base import Chunk, GenerationOptions, Message
-from .llamacpp import resolve_gguf
-from .openai_compat import OpenAICompatBackend
+from core.errors import BackendError, ModelSpecError
+from tutor.backends.base import Chunk, GenerationOptions, Message
+from tutor.backends.llamacpp import resolve_gguf
+from tutor.backends.openai_compat import OpenAICompatBackend
+from tutor.config import Settings
+from tutor.engine import EngineConfig, EngineServer, supervisor_for
+from tutor.specs import ModelSpec
 
 _lora_lock = threading.Lock()
 
@@ -48,7 +48,7 @@ def server_command(binary: Path, model: Path, loras: tuple[Path, ...], config: E
 
 
 def find_server_binary() -> Path:
-    from ..llama_build import server_binary
+    from tutor.llama_build import server_binary
 
     binary = server_binary()
     if binary is None:

@@ -7,11 +7,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import Settings
-from ..errors import BackendError, ModelSpecError
-from ..models import default_gguf_path
-from ..specs import ModelSpec
-from .base import Backend, Chunk, GenerationOptions, Message
+from core.errors import BackendError, ModelSpecError
+from tutor.backends.base import Backend, Chunk, GenerationOptions, Message
+from tutor.config import Settings
+from tutor.models import default_gguf_path
+from tutor.specs import ModelSpec
 
 DEFAULT_N_CTX = 2048
 

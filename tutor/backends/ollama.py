@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from ..config import Settings
-from ..errors import BackendError, ModelSpecError
-from ..specs import ModelSpec
-from .base import Backend, Chunk, GenerationOptions, Message
+from core.errors import BackendError, ModelSpecError
+from tutor.backends.base import Backend, Chunk, GenerationOptions, Message
+from tutor.config import Settings
+from tutor.specs import ModelSpec
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import httpx
 
-from ..config import Settings
-from ..errors import BackendError, ModelSpecError
-from ..specs import ModelSpec
-from .base import Backend, Chunk, GenerationOptions, Message
+from core.errors import BackendError, ModelSpecError
+from tutor.backends.base import Backend, Chunk, GenerationOptions, Message
+from tutor.config import Settings
+from tutor.specs import ModelSpec
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
@@ -44,7 +44,7 @@ class OpenAICompatBackend(Backend):
         if not key_env.endswith("_KEY"):
             raise ModelSpecError(f"Spec {spec}: api_key_env must name a variable meant for a key (NAME_KEY), not "
                                  f"{key_env!r}: any other server variable would be sent as a bearer token.")
-        from ..catalog import api_key_allowed
+        from tutor.catalog import api_key_allowed
 
         # A key goes only to the host of a listed spec or the backend's default host, never to a typed URL.
         api_key = (os.environ.get(key_env) if api_key_allowed(spec, settings) else None) or "not-needed"

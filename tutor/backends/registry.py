@@ -6,10 +6,10 @@ import importlib
 import threading
 from collections import OrderedDict
 
-from ..config import Settings
-from ..errors import ModelSpecError
-from ..specs import ModelSpec, parse_spec
-from .base import Backend
+from core.errors import ModelSpecError
+from tutor.backends.base import Backend
+from tutor.config import Settings
+from tutor.specs import ModelSpec, parse_spec
 
 # engine name -> "module:Class"; modules are imported on first use so that the CLI starts
 # quickly and an engine whose optional dependency is missing breaks only itself.
@@ -39,12 +39,12 @@ def configure_engine(settings: Settings, kind: str | None = None, say=None) -> s
     """Choose the engine behind ``gguf:`` (and, for vllm, ``hf:``) specs for this process; the app
     calls this at start. Returns the engine kind in use. Without a built llama-server, GGUF models
     fall back to the in-process engine, and it says so."""
-    from ..engine import EngineConfig
+    from tutor.engine import EngineConfig
 
     config = EngineConfig.from_env(kind=kind)
     gguf = "in-process" if config.kind == "in-process" else "llama-server"
     if gguf == "llama-server":
-        from ..llama_build import server_binary
+        from tutor.llama_build import server_binary
 
         if server_binary() is None:
             if say:

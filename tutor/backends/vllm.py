@@ -20,13 +20,13 @@ from pathlib import Path
 
 import httpx
 
-from ..config import Settings
-from ..engine import EngineConfig, EngineServer, supervisor_for
-from ..errors import BackendError
-from ..specs import ModelSpec
-from .base import Chunk, GenerationOptions, Message
-from .hf import split_adapter
-from .openai_compat import OpenAICompatBackend
+from core.errors import BackendError
+from tutor.backends.base import Chunk, GenerationOptions, Message
+from tutor.backends.hf import split_adapter
+from tutor.backends.openai_compat import OpenAICompatBackend
+from tutor.config import Settings
+from tutor.engine import EngineConfig, EngineServer, supervisor_for
+from tutor.specs import ModelSpec
 
 MAX_LORA_RANK = 64
 _lock = threading.Lock()

@@ -1,0 +1,1 @@
+"""Evaluation: pedagogy metrics, checkpoint comparison as teachers, replay of flagged turns, calibration."""

@@ -1,0 +1,1 @@
+"""Export: merged models to GGUF plus an Ollama Modelfile, with a parity check."""

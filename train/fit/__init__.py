@@ -1,0 +1,1 @@
+"""Fitting: LoRA SFT and DPO with TRL + PEFT, run folders, checkpoints and their perplexity."""
