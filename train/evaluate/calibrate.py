@@ -41,7 +41,7 @@ from typing import Any
 from core.errors import QuimbotError
 from train.evaluate import pedagogy
 
-CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "data" / "calibration"
+CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "data" / "calibration"
 TUNE_PATH = CALIBRATION_DIR / "tune.jsonl"
 HELDOUT_PATH = CALIBRATION_DIR / "heldout.jsonl"
 LABELS = ("good_move", "takes_up_error", "red_pen", "follow_up_on_topic")

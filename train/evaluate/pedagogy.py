@@ -99,7 +99,7 @@ from core.errors import QuimbotError
 from tutor.detector import EXPLAINING, GRAMMAR_TERMS, MAX_WORDS, MISTAKE, RED_PEN, asks_follow_up
 from tutor.learner_errors import IRREGULAR_PAST, OVERREGULAR, LearnerError, find_errors, takes_up
 
-PROMPTS_PATH = Path(__file__).resolve().parent.parent / "data" / "prompts" / "tutoring_prompts.jsonl"
+PROMPTS_PATH = Path(__file__).resolve().parents[2] / "data" / "prompts" / "tutoring_prompts.jsonl"
 METRICS_VERSION = "pedagogy-v2"  # v2: telling corrections, overt red pen, stock questions, unanswered questions
 LEVELS = ("beginner", "intermediate", "advanced")
 STYLES = ("recast", "elicitation", "expansion", "metalinguistic", "explicit", "none")
