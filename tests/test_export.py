@@ -103,7 +103,7 @@ def trained(tmp_path_factory):
 
     from train.data.synth import make_row
     from train.fit.config import TrainConfig
-    from train.fit.sft import train
+    from train.fit.training import train
 
     tmp = tmp_path_factory.mktemp("export")
     data = tmp / "rows.jsonl"

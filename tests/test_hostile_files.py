@@ -19,7 +19,7 @@ from core.jsonl import iter_json_lines
 from core.schema import GateReport
 from quimbot.cli import main
 from train.data.audit import audit_path
-from train.fit import sft
+from train.fit.examples import gate as training_gate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,10 +120,10 @@ def test_a_hostile_line_costs_only_its_line_in_audit_mix_and_training(tmp_path, 
     assert one_error(manifest["inputs"][0]["rejected_examples"], f"{path}:2: {reason}")
     assert len(strict_rows(mixed)) == 2
 
-    examples, gate = sft.gate([str(path)], "sft", skip_bad_rows=True, say=lambda *a: None)
+    examples, gate = training_gate([str(path)], "sft", skip_bad_rows=True, say=lambda *a: None)
     assert [ex.line for ex in examples] == [1, 3] and one_error(gate.rejected, f"{path}:2: {reason}")
-    with pytest.raises(sft.DataError, match="fails the schema gate") as err:
-        sft.gate([str(path)], "sft", skip_bad_rows=False)
+    with pytest.raises(DataError, match="fails the schema gate") as err:
+        training_gate([str(path)], "sft", skip_bad_rows=False)
     assert f"{path}:2: {reason}" in str(err.value)
 
 
@@ -172,8 +172,8 @@ def test_a_file_without_rows_is_an_error_in_every_command(tmp_path, content, why
         code, out, err = cli("data", *argv, "--quiet") if argv[0] != "mix" else cli("data", *argv)
         assert code == 2 and message in err, argv
         assert not (tmp_path / "d.jsonl").exists() and not (tmp_path / "i.jsonl").exists()
-    with pytest.raises(sft.DataError, match="no rows"):
-        sft.gate([str(path)], "sft", skip_bad_rows=True)
+    with pytest.raises(DataError, match="no rows"):
+        training_gate([str(path)], "sft", skip_bad_rows=True)
 
 
 def test_symbolic_link_loops_and_broken_links_are_named_as_such(tmp_path):
@@ -198,8 +198,8 @@ def test_symbolic_link_loops_and_broken_links_are_named_as_such(tmp_path):
             code, _, err = cli("data", *argv)
             assert code == 2 and says in err, argv
         if path != folder:
-            with pytest.raises(sft.DataError, match="symbolic link"):
-                sft.gate([str(path)], "sft", skip_bad_rows=True)
+            with pytest.raises(DataError, match="symbolic link"):
+                training_gate([str(path)], "sft", skip_bad_rows=True)
     with pytest.raises(DataError, match="symbolic link loop"):
         list(iter_json_lines(loop))
 
@@ -207,7 +207,8 @@ def test_symbolic_link_loops_and_broken_links_are_named_as_such(tmp_path):
 FIFO_SCRIPT = r"""
 import contextlib, io, json, sys
 from quimbot.cli import main
-from train.fit import sft
+from core.errors import DataError
+from train.fit.examples import gate as training_gate
 fifo, tmp = sys.argv[1], sys.argv[2]
 open(tmp + "/mix.toml", "w").write(f'total = 2\nout = "{tmp}/m.jsonl"\n[[sources]]\npath = "{fifo}"\nratio = 1.0\n')
 results = []
@@ -217,8 +218,8 @@ for argv in (["validate", fifo], ["dedup", fifo, tmp + "/d.jsonl"], ["audit", fi
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         results.append((argv[0], main(["data", *argv]), err.getvalue()))
 try:
-    sft.gate([fifo], "sft", skip_bad_rows=True)
-except sft.DataError as exc:
+    training_gate([fifo], "sft", skip_bad_rows=True)
+except DataError as exc:
     results.append(("train", 2, str(exc)))
 print(json.dumps(results))
 """

@@ -79,7 +79,7 @@ def test_training_on_a_listed_gpu_reports_mfu(monkeypatch):
     import torch
     from transformers import Qwen3Config
 
-    from train.fit.sft import throughput_meter
+    from train.fit.trainer_setup import throughput_meter
 
     monkeypatch.delenv("QUIMBOT_PEAK_TFLOPS", raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")

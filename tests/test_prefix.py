@@ -48,8 +48,9 @@ def test_same_loss_and_gradients_as_a_full_forward():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from train.data.synth import make_row
-    from train.fit.sft import encode_messages, scored_logits
-    from tutor.backends.hf import resolve_base
+    from train.fit.loss_mask import encode_messages
+    from train.fit.scoring import scored_logits
+    from tutor.checkpoints import resolve_base
     from tutor.config import Settings
 
     path = resolve_base("default", Settings())

@@ -32,11 +32,11 @@ def tokenizer():
 @pytest.mark.slow
 def test_assistant_mask_under_a_template_that_drops_earlier_thinking_blocks(tokenizer):
     from core.errors import DataError
-    from train.fit.sft import _template_ids, encode_messages
+    from train.fit.loss_mask import encode_messages, template_ids
 
     assert tokenizer.chat_template == QWEN3_STYLE_TEMPLATE and "{% generation %}" not in QWEN3_STYLE_TEMPLATE
-    full = _template_ids(tokenizer, CONVERSATION)
-    through_first = _template_ids(tokenizer, CONVERSATION[:3])  # reply 1 as the last turn: with <think></think>
+    full = template_ids(tokenizer, CONVERSATION)
+    through_first = template_ids(tokenizer, CONVERSATION[:3])  # reply 1 as the last turn: with <think></think>
     assert full[:len(through_first)] != through_first  # the prefix rule fails: why the text search exists
     ids, labels = encode_messages(tokenizer, CONVERSATION)
     assert ids == full

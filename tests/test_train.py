@@ -147,13 +147,13 @@ def test_every_train_command_has_help():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from train.fit.sft import load_tokenizer, resolve_models
+    from train.fit.models import load_tokenizer, resolve_models
 
     return load_tokenizer(resolve_models(TrainConfig(), Settings()))
 
 
 def test_loss_mask_covers_assistant_tokens_only(tokenizer):
-    from train.fit.sft import encode_messages
+    from train.fit.loss_mask import encode_messages
 
     messages = [{"role": "system", "content": "Be kind."},
                 {"role": "user", "content": "Yesterday I go to the store."},
@@ -171,7 +171,7 @@ def test_loss_mask_covers_assistant_tokens_only(tokenizer):
 
 def test_schema_gate_refuses_with_file_and_line_unless_skip(tmp_path, data_dir):
     from core.errors import DataError
-    from train.fit.sft import prepare_run
+    from train.fit.prepare import prepare_run
 
     rows = stage1_rows(12)
     bad = [json.dumps(r) for r in rows[:5]]
@@ -195,7 +195,7 @@ def test_schema_gate_refuses_with_file_and_line_unless_skip(tmp_path, data_dir):
 
 def test_over_long_rows_refused_listed_or_explicitly_handled(tmp_path, tokenizer):
     from core.errors import DataError
-    from train.fit.sft import prepare_run
+    from train.fit.prepare import prepare_run
 
     rows = stage1_rows(10)
     rows[3]["messages"][0]["content"] = "Long story. " * 40      # a long learner turn
@@ -222,15 +222,16 @@ def test_over_long_rows_refused_listed_or_explicitly_handled(tmp_path, tokenizer
 def test_missing_base_adapter_and_disk_are_refused(tmp_path, data_dir, monkeypatch):
     import shutil as shutil_module
 
-    from train.fit import sft
-    from train.fit.sft import TrainError, prepare_run
+    from core.errors import DataError
+    from train.fit.config import TrainError
+    from train.fit.prepare import prepare_run
 
     data = data_dir / "stage1.jsonl"
     with pytest.raises(TrainError, match="not found"):
         prepare_run(tiny(tmp_path, data, base=str(tmp_path / "no-such-model")), say=quiet, load=False)
     with pytest.raises(TrainError, match="adapter_config.json"):
         prepare_run(tiny(tmp_path, data, init_adapter=str(tmp_path / "no-such-ckpt")), say=quiet, load=False)
-    with pytest.raises(sft.DataError, match="not found"):
+    with pytest.raises(DataError, match="not found"):
         prepare_run(tiny(tmp_path, tmp_path / "missing.jsonl"), say=quiet, load=False)
 
     class Tiny:
@@ -241,7 +242,7 @@ def test_missing_base_adapter_and_disk_are_refused(tmp_path, data_dir, monkeypat
 
 
 def test_heldout_split_is_stable_and_disjoint(tmp_path, data_dir):
-    from train.fit.sft import Example, split_heldout
+    from train.fit.examples import Example, split_heldout
 
     rows = stage1_rows(200)
     examples = [Example("f", i + 1, r, r["metadata"]["content_hash"]) for i, r in enumerate(rows)]
@@ -288,7 +289,7 @@ class Snapshot:
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, data_dir):
     """One uninterrupted 4-step run (checkpoints at 2 and 4) shared by several tests."""
-    from train.fit.sft import train
+    from train.fit.training import train
 
     tmp = tmp_path_factory.mktemp("full")
     snap = Snapshot()
@@ -376,7 +377,8 @@ def test_stopped_run_resumes_with_same_steps_and_data_order(full_run, data_dir):
     from safetensors.torch import load_file
     from transformers import TrainerCallback
 
-    from train.fit.sft import TrainError, train
+    from train.fit.config import TrainError
+    from train.fit.training import train
 
     reference, _, _ = full_run
     tmp = reference.run_dir.parent.parent / "resume"
@@ -452,7 +454,7 @@ def test_stage2_continues_from_a_stage1_checkpoint(full_run, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from train.fit.sft import train
+    from train.fit.training import train
 
     stage1, _, _ = full_run
     init = stage1.checkpoints[-1]
@@ -474,7 +476,7 @@ def test_stage2_continues_from_a_stage1_checkpoint(full_run, tmp_path):
 
 @pytest.mark.slow
 def test_dpo_step_runs_on_an_adapter(full_run, tmp_path):
-    from train.fit.sft import train
+    from train.fit.training import train
 
     stage1, _, _ = full_run
     data = write_jsonl(tmp_path / "preference.jsonl", preference_rows(12))

@@ -4,10 +4,17 @@ specs from settings. Nothing has to be registered by hand."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tutor.checkpoints import (
+    is_adapter,
+    is_lora_export,
+    list_checkpoints,
+    list_exports,
+    names_bundled_model,
+    recorded_base,
+)
 from tutor.config import Settings
 
 
@@ -17,34 +24,21 @@ class ModelChoice:
     spec: str
 
 
-def _step_key(path: Path) -> tuple:
-    """Sort checkpoint-50 before checkpoint-100."""
-    parts = re.split(r"(\d+)", str(path))
-    return tuple(int(p) if p.isdigit() else p for p in parts)
-
-
 def list_models(settings: Settings) -> list[ModelChoice]:
     choices = [
         ModelChoice("SmolLM2-135M-Instruct (bundled GGUF, llama-cpp)", "default"),
         ModelChoice("SmolLM2-135M-Instruct (bundled, transformers)", "hf:default"),
     ]
     exports = Path(settings.exports_dir)
-    if exports.is_dir():
-        for path in sorted(exports.rglob("*.gguf"), key=_step_key):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            if path.name.endswith(".lora.gguf"):  # an adapter alone: served on the bundled base
-                choices.append(ModelChoice(f"GGUF LoRA on the bundled model: {path.relative_to(exports)}",
-                                           f"gguf:default?lora={path}"))
-            else:
-                choices.append(ModelChoice(f"GGUF export: {path.relative_to(exports)}", f"gguf:{path}"))
+    for path in list_exports(exports):
+        if is_lora_export(path):  # an adapter alone: served on the bundled base
+            choices.append(ModelChoice(f"GGUF LoRA on the bundled model: {path.relative_to(exports)}",
+                                       f"gguf:default?lora={path}"))
+        else:
+            choices.append(ModelChoice(f"GGUF export: {path.relative_to(exports)}", f"gguf:{path}"))
     runs = Path(settings.runs_dir)
-    if runs.is_dir():
-        for config in sorted(runs.rglob("adapter_config.json"), key=_step_key):
-            folder = config.parent
-            if folder.name.startswith("."):
-                continue
-            choices.append(ModelChoice(f"Checkpoint: {folder.relative_to(runs)}", f"hf:{folder}"))
+    for folder in list_checkpoints(runs):
+        choices.append(ModelChoice(f"Checkpoint: {folder.relative_to(runs)}", f"hf:{folder}"))
     for spec in settings.extra_models:
         choices.append(ModelChoice(spec, spec))
     seen: set[str] = set()
@@ -66,17 +60,13 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _hub_base(parsed, folders: list[Path]) -> str | None:
     """The hub id an ``hf:`` spec would load its base model from, or None when it loads from disk."""
-    import json
-
     target, adapter = parsed.target, parsed.get("adapter")
-    if adapter is None and (Path(target).expanduser() / "adapter_config.json").exists():
+    if adapter is None and is_adapter(Path(target).expanduser()):
         try:
-            config = json.loads((Path(target).expanduser() / "adapter_config.json").read_text())
+            target = recorded_base(Path(target).expanduser()) or "default"
         except (OSError, ValueError):
             return None  # the backend reports a broken adapter folder itself
-        target = config.get("base_model_name_or_path") or "default"
-    lowered = target.lower()
-    if lowered in ("default", "smollm2") or "smollm2-135m" in lowered:
+    if names_bundled_model(target) or target.lower() == "smollm2":
         return None
     if Path(target).expanduser().exists() or target.startswith((".", "/", "~")):
         return None

@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from core.errors import ModelSpecError
+from tutor.checkpoints import is_adapter
 
 # The longest spec string accepted anywhere (a spec with a long checkpoint path still fits);
 # checked before anything else, so a huge string costs nothing and is never stored.
@@ -96,7 +97,7 @@ def _parse_bare_path(raw: str) -> ModelSpec:
     path = Path(raw).expanduser()
     if raw.endswith(".gguf"):
         return ModelSpec("gguf", raw)
-    if path.is_dir() and (path / "adapter_config.json").exists():
+    if is_adapter(path):
         return ModelSpec("hf", raw)
     raise ModelSpecError(
         f"Cannot tell which engine serves {raw!r}. Write ENGINE:TARGET, for example "

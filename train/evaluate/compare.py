@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from train.evaluate import pedagogy
 from tutor.backends import GenerationOptions, load_backend
+from tutor.checkpoints import checkpoint_perplexity
 from tutor.config import Settings
 from tutor.prompts import system_prompt
 from tutor.specs import parse_spec
@@ -73,16 +73,7 @@ def known_perplexity(spec: str) -> tuple[int | None, float | None]:
     folder = parsed.get("adapter") or (parsed.target if parsed.engine == "hf" else None)
     if not folder:
         return None, None
-    path = Path(folder)
-    match = re.search(r"checkpoint-(\d+)$", path.name)
-    step = int(match.group(1)) if match else None
-    for candidate in (path.parent / "perplexity.json", path / "perplexity.json"):
-        if candidate.exists():
-            data = json.loads(candidate.read_text())
-            for point in data.get("results", data.get("points", [])) if isinstance(data, dict) else data:
-                if point.get("step") == step or Path(str(point.get("checkpoint", ""))).name == path.name:
-                    return step, point.get("perplexity")
-    return step, None
+    return checkpoint_perplexity(folder)
 
 
 def recommend(models: list[dict[str, Any]], rule: Rule) -> dict[str, Any]:

@@ -14,7 +14,6 @@ that fails its parity check is kept as ``model-<type>.gguf.rejected`` next to it
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -30,9 +29,9 @@ from typing import Any
 from core.errors import QuimbotError
 from core.files import file_sha256, write_json
 from train.export.converter import converter_dir, converter_env, llama_cpp_version
-from train.fit.sft import PROVENANCE_FILE, git_state
+from train.fit.provenance import git_state, utc_now
+from tutor.checkpoints import base_weights, is_adapter, names_bundled_model, read_provenance, recorded_base
 from tutor.config import Settings
-from tutor.specs import parse_spec
 
 # type -> (converter --outtype, llama.cpp ftype for llama_model_quantize from the f16 file)
 TYPES: dict[str, tuple[str | None, int | None]] = {
@@ -79,31 +78,22 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "export"
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def resolve_source(checkpoint: str | Path, settings: Settings) -> Source:
-    from tutor.backends.hf import split_adapter
-
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise ExportError(f"Checkpoint folder not found: {path}. Pass a folder such as runs/RUN/checkpoint-80 "
                           "(`quimbot models` lists them).")
-    if not (path / "adapter_config.json").is_file():
+    if not is_adapter(path):
         raise ExportError(f"{path} has no adapter_config.json; export needs a LoRA checkpoint written by "
                           "`quimbot train` (or any PEFT adapter folder).")
     if not any((path / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
         raise ExportError(f"{path} has an adapter_config.json but no adapter weights "
                           "(adapter_model.safetensors); the checkpoint is incomplete.")
-    base, _ = split_adapter(parse_spec(f"hf:{path}"), settings)
+    base = base_weights(path, settings)
     if not Path(base).is_dir():
         raise ExportError(f"The base model of {path} ({base}) is not a local folder; export needs the base "
                           "weights on disk.")
-    prov_file = path / PROVENANCE_FILE
-    provenance = json.loads(prov_file.read_text()) if prov_file.is_file() else {}
-    recorded = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or "default"
-    return Source(path.resolve(), Path(base).resolve(), recorded, provenance)
+    return Source(path.resolve(), Path(base).resolve(), recorded_base(path) or "default", read_provenance(path))
 
 
 def merge(source: Source, out_dir: Path, say=print) -> Path:
@@ -169,7 +159,7 @@ def _provenance(source: Source, kind: str, gtype: str, path: Path, seconds: floa
     return {
         "quimbot_export": EXPORT_FORMAT, "kind": kind, "type": gtype, "file": path.name,
         "sha256": file_sha256(path), "bytes": path.stat().st_size, "seconds": round(seconds, 2),
-        "time": _now(),
+        "time": utc_now(),
         "source_checkpoint": str(source.checkpoint),
         "adapter_sha256": file_sha256(adapter) if adapter.is_file() else None,
         "step": source.provenance.get("step"), "run": source.provenance.get("run"),
@@ -313,9 +303,7 @@ def export_lora(checkpoint: str | Path, settings: Settings | None = None, *, out
 
 
 def _is_default(source: Source) -> bool:
-    from tutor.backends.hf import _default_if_known
-
-    return _default_if_known(source.base_name) == "default"
+    return names_bundled_model(source.base_name)
 
 
 def _check_space(out: Path, source: Source) -> None:

@@ -132,7 +132,8 @@ def passive_openmp() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     passive_openmp()
-    from train.fit.sft import prepare_run, train
+    from train.fit.prepare import prepare_run
+    from train.fit.training import train
 
     config = config_from(args)
     if args.dry_run:

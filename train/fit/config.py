@@ -30,6 +30,10 @@ class ConfigError(QuimbotError):
     """A config file or flag that cannot be used: unknown key, wrong type, bad value."""
 
 
+class TrainError(QuimbotError):
+    """A run that cannot start or continue: model, adapter, run folder, disk."""
+
+
 def _f(default: Any, help: str, *, choices: tuple | None = None, cli: bool = True, **kw: Any) -> Any:
     meta = {"help": help, "cli": cli}
     if choices:

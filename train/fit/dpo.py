@@ -7,35 +7,15 @@ Stage 1 checkpoint, and TRL keeps a frozen copy of that adapter as the reference
 it, a fresh adapter is trained and the reference is the base model.
 
 Everything else - schema gate, length check, held-out split, checkpoints with provenance, resume,
-perplexity (of the held-out *chosen* replies) - is shared with SFT in ``train/fit/sft.py``.
+perplexity (of the held-out *chosen* replies) - is shared with SFT (train.fit.prepare,
+train.fit.trainer_setup, train.fit.training).
 """
 
 from __future__ import annotations
 
-from train.fit.sft import (
-    Example,
-    OrderLogMixin,
-    PreparedRun,
-    _setup_order_log,
-    _swap_progress,
-    _template_ids,
-    make_callbacks,
-    training_arguments,
-)
-
-
-def _messages(items: list[dict]) -> list[dict]:
-    return [{"role": m["role"], "content": m["content"]} for m in items]
-
-
-def preference_lengths(tokenizer, examples: list[Example]) -> dict[int, int]:
-    """Tokens of the longer of prompt+chosen and prompt+rejected, per row (keyed by id(example))."""
-    lengths = {}
-    for ex in examples:
-        prompt = _messages(ex.row["prompt"])
-        lengths[id(ex)] = max(len(_template_ids(tokenizer, prompt + _messages(ex.row[key])))
-                              for key in ("chosen", "rejected"))
-    return lengths
+from train.fit.loss_mask import chat_messages
+from train.fit.prepare import PreparedRun
+from train.fit.trainer_setup import OrderLogMixin, log_data_order, make_callbacks, training_arguments, use_progress
 
 
 def build_dpo_trainer(run: PreparedRun, extra_callbacks=()):
@@ -45,12 +25,12 @@ def build_dpo_trainer(run: PreparedRun, extra_callbacks=()):
     class QuimbotDPOTrainer(OrderLogMixin, DPOTrainer):
         pass
 
-    dataset = Dataset.from_list([{"prompt": _messages(ex.row["prompt"]), "chosen": _messages(ex.row["chosen"]),
-                                  "rejected": _messages(ex.row["rejected"])} for ex in run.train])
+    dataset = Dataset.from_list([{"prompt": chat_messages(ex.row["prompt"]), "chosen": chat_messages(ex.row["chosen"]),
+                                  "rejected": chat_messages(ex.row["rejected"])} for ex in run.train])
     args = training_arguments(run, DPOConfig)
     provenance, progress = make_callbacks(run)
     trainer = QuimbotDPOTrainer(model=run.model, ref_model=None, args=args, train_dataset=dataset,
                                 processing_class=run.tokenizer, callbacks=[provenance, *extra_callbacks])
-    _swap_progress(trainer, progress)
-    _setup_order_log(trainer, run, None)
+    use_progress(trainer, progress)
+    log_data_order(trainer, run, None)
     return trainer

@@ -6,7 +6,7 @@ the base once, then each checkpoint's adapter in turn, and writes ``perplexity.j
 adapter weights are reused; ``force=True`` recomputes everything.
 
 Perplexity = exp(total negative log-likelihood of the assistant tokens / their number), the
-tokens being exactly those the training loss uses (see ``train.fit.sft.encode_messages``).
+tokens being exactly those the training loss uses (see ``train.fit.loss_mask.encode_messages``).
 """
 
 from __future__ import annotations
@@ -20,19 +20,14 @@ from typing import Any
 
 from core.errors import DataError
 from core.files import file_sha256, write_json
-from train.fit.sft import (
-    HELDOUT_FILE,
-    PROVENANCE_FILE,
-    RUN_FILE,
-    TrainError,
-    checkpoints_of,
-    conversation_of,
-    encode_messages,
-    scored_logits,
-)
+from train.fit.config import TrainConfig, TrainError
+from train.fit.loss_mask import conversation_of, encode_messages
+from train.fit.models import BaseModel, load_tokenizer, quiet_library_warnings, resolve_models
+from train.fit.scoring import scored_logits
+from tutor.checkpoints import HELDOUT_FILE, PERPLEXITY_FILE, PROVENANCE_FILE, RUN_FILE, base_weights, checkpoints_of
 from tutor.config import Settings
 
-RESULT_FILE = "perplexity.json"
+RESULT_FILE = PERPLEXITY_FILE
 
 
 def perplexity(model, encoded: list[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 8,
@@ -90,11 +85,6 @@ def evaluate_run(run_dir: str | Path, settings: Settings | None = None, *, force
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from train.fit.config import TrainConfig
-    from train.fit.sft import load_tokenizer, quiet_library_warnings, resolve_models
-    from tutor.backends.hf import split_adapter
-    from tutor.specs import ModelSpec
-
     quiet_library_warnings()
     settings = settings or Settings()
     run_dir = Path(run_dir)
@@ -116,12 +106,10 @@ def evaluate_run(run_dir: str | Path, settings: Settings | None = None, *, force
         resolved = resolve_models(config, settings)
         base_path, init_adapter = resolved.path, resolved.init_adapter
     elif checkpoints:
-        base_path, _ = split_adapter(ModelSpec("hf", str(checkpoints[0][1])), settings)
+        base_path = base_weights(checkpoints[0][1], settings)
         init_adapter = None
     else:
         raise TrainError(f"{run_dir} has no {RUN_FILE} and no checkpoint; nothing to evaluate.")
-    from train.fit.sft import BaseModel
-
     tokenizer = load_tokenizer(BaseModel("", str(checkpoints[0][1]) if checkpoints else base_path, ""))
     encoded = [encode_messages(tokenizer, conversation_of(row)) for row in rows]
 

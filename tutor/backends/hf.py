@@ -10,7 +10,6 @@ Options: ``device`` (cpu, cuda, cuda:1 ...; default: cuda when available), ``dty
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator
@@ -18,46 +17,28 @@ from pathlib import Path
 
 from core.errors import BackendError, ModelSpecError
 from tutor.backends.base import Backend, Chunk, GenerationOptions, Message
+from tutor.checkpoints import base_weights, is_adapter, resolve_base
 from tutor.config import Settings
-from tutor.models import DEFAULT_HUB_ID, default_hf_dir
 from tutor.specs import ModelSpec
 
 
-def resolve_base(target: str, settings: Settings) -> str:
-    """A base model name -> something ``from_pretrained`` can open without the network."""
-    if target in ("default", "smollm2", DEFAULT_HUB_ID):
-        return str(default_hf_dir(settings.cache_dir))
-    path = Path(target).expanduser()
-    if path.exists():
-        return str(path)
-    if target.startswith((".", "/", "~")) or target.count("/") > 1:
-        raise ModelSpecError(f"Base model folder not found: {target}.")
-    return target  # a hub id: from the local hub cache (offline) or downloaded where allowed
-
-
 def split_adapter(spec: ModelSpec, settings: Settings) -> tuple[str, str | None]:
-    """(base, adapter dir) for a spec."""
+    """(base, adapter dir) for a spec; an adapter's base is the one training recorded
+    (tutor.checkpoints.base_weights)."""
     adapter = spec.get("adapter")
     target = spec.target
-    if adapter is None and (Path(target) / "adapter_config.json").exists():
+    if adapter is None and is_adapter(target):
         adapter, target = target, None
     if adapter is not None:
         adapter_path = Path(adapter).expanduser()
-        config_file = adapter_path / "adapter_config.json"
-        if not config_file.exists():
+        if not is_adapter(adapter_path):
             raise ModelSpecError(
                 f"Adapter folder {adapter_path} has no adapter_config.json; is it a PEFT checkpoint?"
             )
         if target is None:
-            recorded = json.loads(config_file.read_text()).get("base_model_name_or_path") or "default"
-            target = recorded if Path(recorded).exists() else _default_if_known(recorded)
+            return base_weights(adapter_path, settings), str(adapter_path)
         return resolve_base(target, settings), str(adapter_path)
     return resolve_base(target, settings), None
-
-
-def _default_if_known(name: str) -> str:
-    lowered = name.lower()
-    return "default" if "smollm2-135m" in lowered or lowered == "default" else name
 
 
 class TransformersBackend(Backend):
