@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     generate(path, args.rows)
     size = path.stat().st_size
     print(f"generated {args.rows:,} rows ({size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s: {path}")
-    from train.data.audit import default_workers
+    from train.data.audit_scan import default_workers
 
     workers = args.workers or default_workers(size)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from core.hashing import content_hash
-from train.data.audit import Auditor, audit_path, echo_hit, follow_up, red_pen_hit
-from train.data.dedup import words
+from train.data.audit import Auditor, audit_path
+from train.data.minhash import words
 from tutor.detector import suggest_flags
+from tutor.teaching.overt import red_pen_hit
+from tutor.teaching.replies import echo_hit, final_question
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,9 +150,9 @@ def test_red_pen_screen_agrees_with_the_detector():
 
 
 def test_follow_up_is_the_final_question():
-    assert follow_up("Oh, you went home? Nice. Why   so early?") == "why so early?"
-    assert follow_up("No question here.") is None
-    assert follow_up("Really?\nWhat did you eat?") == "what did you eat?"
+    assert final_question("Oh, you went home? Nice. Why   so early?") == "why so early?"
+    assert final_question("No question here.") is None
+    assert final_question("Really?\nWhat did you eat?") == "what did you eat?"
 
 
 def test_rejections_duplicates_and_turns(tmp_path):
@@ -231,7 +233,7 @@ def test_word_screen_never_hides_a_red_pen_hit():
     """The audit asks red_pen_hit only about replies whose words could hold a screen key
     (_maybe_red_pen). One red-pen phrase per reply (each pattern, each key), in any case, amid
     neutral words and punctuation: the screen must never say no where red_pen_hit finds something."""
-    from train.data.audit import _maybe_red_pen
+    from tutor.teaching.overt import maybe_red_pen
 
     rng = random.Random(9)
     phrases = ["the correct form", "corrected sentence", "you should say", "it should be", "instead of 'go'",
@@ -249,9 +251,9 @@ def test_word_screen_never_hides_a_red_pen_hit():
             reply = rng.choice(filler) + rng.choice(glue) + phrase_case + rng.choice(glue) + rng.choice(filler)
             learner = rng.choice(["", "I goed", "I made an error"])
             if red_pen_hit(reply, learner) is not None:
-                assert _maybe_red_pen(reply, words(reply)), reply
+                assert maybe_red_pen(reply, words(reply)), reply
     for reply in ("Nice, you went to the park. What did you do there?", "Lovely! Who did you go with?"):
-        assert red_pen_hit(reply) is None and not _maybe_red_pen(reply, words(reply))
+        assert red_pen_hit(reply) is None and not maybe_red_pen(reply, words(reply))
 
 
 def test_audit_without_near_duplicates_counts_the_same(tmp_path):
@@ -277,13 +279,13 @@ def test_audit_without_near_duplicates_counts_the_same(tmp_path):
 def test_count_hashes_is_np_unique():
     import numpy as np
 
-    from train.data.audit import _count_hashes
+    from train.data.audit_scan import count_hashes
 
     rng = np.random.default_rng(1)
     for n in (1, 2, 10, 5000):
         h = rng.integers(0, 2**64 - 1, size=n, dtype=np.uint64, endpoint=True)[rng.integers(0, max(1, n // 3), n)]
         expected = np.unique(h, return_index=True, return_counts=True)
-        for got, want in zip(_count_hashes(h), expected):
+        for got, want in zip(count_hashes(h), expected):
             assert np.array_equal(got, want)
 
 
@@ -292,7 +294,7 @@ def test_reduce_grams_is_np_unique_over_the_parts():
     concatenation gives: sorted hashes, summed counts, the words of the first occurrence."""
     import numpy as np
 
-    from train.data.audit import _count_hashes, _reduce_grams
+    from train.data.audit_scan import count_hashes, reduce_grams
 
     rng = np.random.default_rng(5)
     pool = rng.integers(0, 2**64 - 1, size=300, dtype=np.uint64, endpoint=True)
@@ -300,7 +302,7 @@ def test_reduce_grams_is_np_unique_over_the_parts():
         parts, all_h, all_c, all_w = [], [], [], []
         for _ in range(n_parts):
             h = pool[rng.integers(0, 300, rng.integers(1, 400))]
-            unique, first, counts = _count_hashes(h)
+            unique, first, counts = count_hashes(h)
             words = rng.integers(0, 2**63, size=(len(unique), 3), dtype=np.uint64)
             parts.append((unique, counts, words))
             all_h.append(unique), all_c.append(counts), all_w.append(words)
@@ -308,7 +310,7 @@ def test_reduce_grams_is_np_unique_over_the_parts():
         unique, first, inverse = np.unique(h, return_index=True, return_inverse=True)
         expected = (unique, np.bincount(inverse.reshape(-1), weights=c, minlength=len(unique)).astype(np.int64),
                     w[first])
-        for got, want in zip(_reduce_grams(parts), expected):
+        for got, want in zip(reduce_grams(parts), expected):
             assert np.array_equal(got, want) and got.dtype == want.dtype
 
 

@@ -9,7 +9,9 @@ from sqlite_utils import Database
 from core.errors import QuimbotError
 from train.evaluate import calibrate as cal
 from train.evaluate.compare import recommend_calibrated, to_markdown
-from train.evaluate.pedagogy import detokenize, reply_takes_up, telling, tutor_side
+from train.evaluate.corrections import reply_takes_up, telling
+from train.evaluate.pedagogy import detokenize
+from tutor.teaching.words import tutor_side
 from tutor.feedback import Feedback
 from tutor.learner_errors import LearnerError
 from tutor.store import Store

@@ -11,18 +11,8 @@ from core.errors import DataError
 from core.hashing import content_hash
 from core.jsonl import read_jsonl
 from core.schema import GateReport
-from train.data.dedup import (
-    MinHasher,
-    RowRef,
-    dedup_files,
-    dedup_rows,
-    lsh_params,
-    near_duplicate_clusters,
-    similarity,
-    turn_words,
-    words,
-    write_rows,
-)
+from train.data.dedup import RowRef, dedup_files, dedup_rows, write_rows
+from train.data.minhash import MinHasher, lsh_params, near_duplicate_clusters, similarity, turn_words, words
 
 STORY = ("Oh, you went to the market with your sister last weekend? That sounds like a lovely way to spend a "
          "Saturday morning together. What did the two of you buy there, and did you cook something with it?")

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from tutor.detector import evaluate, suggest_flags
-from tutor.learner_errors import find_errors, takes_up
+from tutor.learner_errors import find_errors
+from tutor.teaching.replies import takes_up
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

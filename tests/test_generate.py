@@ -23,7 +23,8 @@ from train.data.generate import TIMING_FIELDS, GenerateConfig, GenerationPaused,
 from train.data.mix import build_mix, load_mix_config
 from train.data.synth import STYLES, make_row, style_for
 from tutor.detector import suggest_flags
-from tutor.learner_errors import find_errors, takes_up
+from tutor.learner_errors import find_errors
+from tutor.teaching.replies import takes_up
 
 ROOT = Path(__file__).resolve().parent.parent
 

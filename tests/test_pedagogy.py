@@ -7,26 +7,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import BackendError
+from train.evaluate.corrections import reply_takes_up, telling
+from train.evaluate.diversity import follow_up_diversity
+from train.evaluate.judge import JUDGE_DIMENSIONS, judge_messages, judge_reply, parse_judge
 from train.evaluate.pedagogy import (
-    JUDGE_DIMENSIONS,
-    PromptSetError,
     aggregate,
-    count_grammar_terms,
     detokenize,
-    follow_up_diversity,
-    judge_messages,
-    judge_reply,
     learner_asks,
-    load_prompts,
-    parse_judge,
     reference_corrections,
-    reply_takes_up,
     score_prompt,
     score_prompt_set,
     score_reply,
-    telling,
-    tutor_side,
 )
+from train.evaluate.prompt_sets import PromptSetError, load_prompts
+from tutor.teaching.overt import count_grammar_terms
+from tutor.teaching.words import tutor_side
 from tutor.learner_errors import LearnerError, find_errors
 
 STORE = "Yesterday I go to the store"

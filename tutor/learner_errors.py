@@ -4,7 +4,7 @@ It is not a grammar checker: it knows the errors tutors see every day (over-regu
 tenses, a past-time marker with a present verb, agreement, articles, plurals after numbers,
 uncountable nouns, double comparatives, gerund/infinitive, prepositions, word order), and it
 errs on the side of silence. The detector uses it to notice a reply that ignores an error;
-the pedagogy metrics use it to check that a reply takes the error up."""
+the pedagogy metrics use it to check that a reply takes the error up (tutor.teaching.replies.takes_up)."""
 
 from __future__ import annotations
 
@@ -233,22 +233,3 @@ def find_errors(text: str) -> list[LearnerError]:
                 continue
             found.append((start, end, LearnerError(rule.kind, m.group(0), tuple(corrections), rule.note)))
     return [err for _, _, err in sorted(found, key=lambda item: item[0])]
-
-
-_SPEAKER_SWAP = {"i": "you", "my": "your", "me": "you", "am": "are", "i'm": "you're", "mine": "yours"}
-
-
-def _words(text: str) -> str:
-    return " ".join(re.findall(r"[\w']+", (text or "").lower()))
-
-
-def takes_up(reply: str, error: LearnerError) -> bool:
-    """Whether a reply contains a corrected form of the error (the recast/elicitation move),
-    said from either side: "I agree" is taken up by "you agree" too."""
-    lowered = _words(reply)
-    for correction in error.corrections:
-        words = _words(correction).split()
-        variants = {" ".join(words), " ".join(_SPEAKER_SWAP.get(w, w) for w in words)}
-        if any(re.search(r"\b" + re.escape(v) + r"\b", lowered) for v in variants if v):
-            return True
-    return False

@@ -54,6 +54,7 @@ from tutor.backends import GenerationOptions
 from tutor.config import Settings
 from tutor.detector import suggest_flags
 from tutor.prompts import LEVELS, system_prompt
+from tutor.teaching.replies import echoes_tutor_form, has_markup
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 SLOW_DOWN = {429, 503}  # the server asks the whole lane to send less
@@ -135,7 +136,7 @@ def quality_problems(learner: str, reply: str, seed: synth.Seed, style: str, lev
     text = (reply or "").strip()
     if not text:
         return ["empty reply"]
-    if re.search(r"[*#`]|^\s*[-•]\s", text, re.MULTILINE):
+    if has_markup(text):
         problems.append("markdown")
     if len(text.split()) > max_words:
         problems.append(f"longer than {max_words} words")
@@ -148,10 +149,8 @@ def quality_problems(learner: str, reply: str, seed: synth.Seed, style: str, lev
     if seed.right and " ".join(re.findall(r"[\w']+", seed.right.lower())) not in lowered:
         problems.append(f"the correct form '{seed.right}' is not in the reply")
     # The learner's first person said back as the tutor's own ("Oh, I have two brothers?").
-    echo = re.sub(r"\byou're\b", "I'm", seed.tutor_form)
-    echo = re.sub(r"\byour\b", "my", re.sub(r"\byou\b", "I", echo))
-    echo_words = " ".join(re.findall(r"[\w']+", echo.lower())[:3])
-    if echo != seed.tutor_form and echo_words.split()[:1] in (["i"], ["my"], ["i'm"]) and echo_words in lowered:
+    echo_words = echoes_tutor_form(seed.tutor_form, lowered)
+    if echo_words:
         problems.append(f"echoes the learner's first person ('{echo_words}')")
     return problems
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from train.data import synth_vocab as V
 from tutor.learner_errors import find_errors
 from tutor.prompts import LEVELS, system_prompt
+from tutor.teaching.words import frame_to_learner_side, frame_to_tutor_side, tutor_form_to_learner
 
 STYLES = ("recast", "elicitation", "expansion", "metalinguistic")
 GENERATOR = "train.synth/4"
@@ -40,16 +41,6 @@ class Seed:
     leads: list[str] = field(default_factory=list)  # lead-ins that fit before the clause
     hints: list[str] = field(default_factory=list)  # metalinguistic hints, when HINTS[error_type] does not fit
     reactions: list[str] = field(default_factory=list)  # replies to the correct sentence, when cheerful ones don't fit
-
-
-_SWAP = {"my": "your", "i": "you", "me": "you", "mine": "yours", "myself": "yourself", "am": "are",
-         "we": "you", "our": "your", "us": "you", "i'm": "you're", "i've": "you've"}
-
-
-def to_tutor_side(text: str) -> str:
-    """First person -> second person, for phrases the frames build ("my keys" -> "your keys")."""
-    return re.sub(r"\b(my|I|me|mine|myself|am|we|our|us|I'm|I've)\b",
-                  lambda m: _SWAP[m.group(1).lower()], text)
 
 
 def _fill(template: str, p: str, pos: str, obj: str) -> str:
@@ -94,7 +85,7 @@ def _past_event(rng: random.Random, with_error: bool) -> Seed:
         verb_bad = f"didn't {past}"
         learner = f"{_cap(subject)} {verb_bad} {rest} {when}"
         negative = [_fill(t, p, pos, obj) for t in V.NEGATIVE_FOLLOWUPS]
-        return Seed(learner, f"{tutor_subject} didn't {base} {to_tutor_side(rest)} {when}", "did_base", verb_bad,
+        return Seed(learner, f"{tutor_subject} didn't {base} {frame_to_tutor_side(rest)} {when}", "did_base", verb_bad,
                     f"didn't {base}", topic, negative, ["That's a shame.", "Oh well."],
                     [(t, None) for t in V.COMMENT_TAILS])
     if with_error:
@@ -108,7 +99,7 @@ def _past_event(rng: random.Random, with_error: bool) -> Seed:
         wrong = past
     say = (lambda v: f"{when.capitalize()} {subject} {v} {rest}") if front else \
         (lambda v: f"{_cap(subject)} {v} {rest} {when}")
-    tutor = f"{tutor_subject} {past} {to_tutor_side(rest)} {when}"
+    tutor = f"{tutor_subject} {past} {frame_to_tutor_side(rest)} {when}"
     return Seed(say(wrong), tutor, "past_tense" if with_error else None, wrong if with_error else None,
                 f"{tutor_subject} {past}" if with_error else None, topic, followups, V.TOPIC_COMMENTS[topic],
                 tails, V.LEADS_PAST, reactions=V.REACTIONS_BAD if topic in V.BAD_NEWS else [])
@@ -140,7 +131,7 @@ def _counted(rng: random.Random, with_error: bool) -> Seed:
 
 
 def _tutor_verb(verb: str) -> str:
-    return to_tutor_side(verb)
+    return frame_to_tutor_side(verb)
 
 
 def _article(rng: random.Random, with_error: bool) -> Seed:
@@ -192,7 +183,7 @@ def _article(rng: random.Random, with_error: bool) -> Seed:
         noun, verb, followups = rng.choice(V.A_NOUNS)
         right_article, wrong_article = "a", "an"
     article = wrong_article if with_error else right_article
-    return Seed(f"I {verb} {article} {noun}", f"you {verb} {right_article} {to_tutor_side(noun)}",
+    return Seed(f"I {verb} {article} {noun}", f"you {verb} {right_article} {frame_to_tutor_side(noun)}",
                 "article" if with_error else None, f"{wrong_article} {noun.split()[0]}" if with_error else None,
                 f"{right_article} {noun.split()[0]}" if with_error else None, "things", list(followups),
                 ["How nice.", "Oh, that's interesting."])
@@ -250,7 +241,7 @@ def _modal(rng: random.Random, with_error: bool) -> Seed:
             else ("I", "you", "you", "your", "you")
     modal = rng.choice(modals)
     said = f"{_cap(subject)} {modal} to {base} {rest}" if with_error else f"{_cap(subject)} {modal} {base} {rest}"
-    return Seed(said, f"{tutor_subject} {modal} {base} {to_tutor_side(rest)}", "modal" if with_error else None,
+    return Seed(said, f"{tutor_subject} {modal} {base} {frame_to_tutor_side(rest)}", "modal" if with_error else None,
                 f"{modal} to {base}" if with_error else None, f"{modal} {base}" if with_error else None, "skills",
                 [_fill(f, p, pos, obj) for f in followups], ["I see.", "Oh, okay.", "Good to know."],
                 leads=V.LEADS_PRESENT, hints=[f"After {modal}, no to: ", "Drop the to: "],
@@ -273,7 +264,7 @@ def _preposition(rng: random.Random, with_error: bool) -> Seed:
         wrong = rng.choice(wrongs)
         said = learner_t.format(P=wrong if with_error else right, o=o).replace("  ", " ")
         head = learner_t.split("{P}")[0].split()[-1]
-        return Seed(said, tutor_t.format(P=right, o=to_tutor_side(o)), "preposition" if with_error else None,
+        return Seed(said, tutor_t.format(P=right, o=frame_to_tutor_side(o)), "preposition" if with_error else None,
                     f"{head} {wrong} {o.split()[0]}".replace("  ", " ") if with_error else None,
                     f"{head} {right}" if with_error else None, "life", list(followups), ["I see.", "Oh, okay."],
                     leads=V.LEADS_PRESENT, reactions=V.REACTIONS_NEUTRAL)
@@ -291,8 +282,8 @@ def _time_preposition(rng: random.Random, with_error: bool) -> Seed:
     time, prep, wrongs, _ = rng.choice([t for t in V.TIME_PHRASES if t[3] in kinds])
     wrong = rng.choice(wrongs)
     said = f"{clause} {wrong if with_error else prep} {time}"
-    return Seed(said, f"{clause_t} {prep} {to_tutor_side(time)}", "preposition" if with_error else None,
-                f"{wrong} {time}" if with_error else None, f"{prep} {to_tutor_side(time)}" if with_error else None,
+    return Seed(said, f"{clause_t} {prep} {frame_to_tutor_side(time)}", "preposition" if with_error else None,
+                f"{wrong} {time}" if with_error else None, f"{prep} {frame_to_tutor_side(time)}" if with_error else None,
                 "life", list(followups), ["I see.", "Oh, nice."], leads=V.LEADS_PRESENT,
                 hints=["Think about the time word: ", "Watch the little word: "], reactions=V.REACTIONS_NEUTRAL)
 
@@ -313,15 +304,15 @@ def _really(rng: random.Random, with_error: bool) -> Seed:
     if kind < 0.4:
         thing, followups = rng.choice(V.REALLY_LIKE)
         said = f"I very like {thing}" if with_error else f"I really like {thing}"
-        return Seed(said, f"you really like {to_tutor_side(thing)}", "word_order" if with_error else None,
+        return Seed(said, f"you really like {frame_to_tutor_side(thing)}", "word_order" if with_error else None,
                     "very like" if with_error else None, "really like" if with_error else None, "likes",
                     list(followups), ["Me too!", "That's great."])
     if kind < 0.6:  # "I like very much this song"
         verb, thing, followups = rng.choice(V.VERY_MUCH)
         said = f"I {verb} very much {thing}" if with_error else f"I {verb} {thing} very much"
-        return Seed(said, f"you {verb} {to_tutor_side(thing)} very much", "word_order" if with_error else None,
+        return Seed(said, f"you {verb} {frame_to_tutor_side(thing)} very much", "word_order" if with_error else None,
                     f"{verb} very much {thing.split()[0]}" if with_error else None,
-                    f"{verb} {to_tutor_side(thing)} very much" if with_error else None, "likes", list(followups),
+                    f"{verb} {frame_to_tutor_side(thing)} very much" if with_error else None, "likes", list(followups),
                     ["That's lovely.", "How nice."], leads=V.LEADS_PRESENT,
                     hints=["Very much goes at the end: ", "One small change: "], reactions=V.REACTIONS_NEUTRAL)
     if kind < 0.8:  # adjective order
@@ -336,7 +327,7 @@ def _really(rng: random.Random, with_error: bool) -> Seed:
     be = "was" if verb.startswith(("I forgot", "My friend")) else "is"
     if thing.endswith(" closed today"):
         noun = thing[:-len(" closed today")]
-        wrong, right = f"{wh} {be} {noun} closed", f"{wh} {to_tutor_side(noun)} {be} closed"
+        wrong, right = f"{wh} {be} {noun} closed", f"{wh} {frame_to_tutor_side(noun)} {be} closed"
         said_right = f"{wh} {noun} {be} closed today"
         right_full = f"{right} today"
     else:
@@ -356,7 +347,7 @@ def _word_order(rng: random.Random, with_error: bool) -> Seed:
     said = f"I {verb} {adverb} {rest}" if with_error else f"I {adverb} {verb} {rest}"
     if with_error and rng.random() < 0.3:
         said = f"{_cap(adverb)} I {verb} {rest}" if adverb in ("always", "never", "rarely") else said
-    return Seed(said, f"you {adverb} {verb} {to_tutor_side(rest)}", "word_order" if with_error else None,
+    return Seed(said, f"you {adverb} {verb} {frame_to_tutor_side(rest)}", "word_order" if with_error else None,
                 (f"{verb} {adverb}" if said.startswith("I ") else f"{_cap(adverb)} I") if with_error else None,
                 f"{adverb} {verb}" if with_error else None, "everyday", list(followups), ["I see.", "Oh, okay."],
                 leads=V.LEADS_PRESENT, hints=["Words like " + adverb + " go before the verb: ", "One small change: "],
@@ -370,7 +361,7 @@ def _since(rng: random.Random, with_error: bool) -> Seed:
     obj = f"{prep} {place}" if verb != "studied" else place
     said = (f"I {'live' if verb == 'lived' else verb[:-2] if verb == 'worked' else 'study'} {obj} since {years} years"
             if with_error else f"I have {verb} {obj} for {years} years")
-    tutor = f"you've {verb} {to_tutor_side(obj)} for {years} years"
+    tutor = f"you've {verb} {frame_to_tutor_side(obj)} for {years} years"
     return Seed(said, tutor, "for_since" if with_error else None, f"since {years} years" if with_error else None,
                 f"for {years} years" if with_error else None, "life",
                 ["Do you like it?", "What made you choose it?", "How has it changed?"], ["That's a long time!"])
@@ -393,7 +384,7 @@ def _word_choice(rng: random.Random, with_error: bool) -> Seed:
         adverb = rng.choice(["so", "really", "very"])
         be, be_t = ("I'm", "you're") if now else ("I was", "you were")
         said = f"{be} {adverb} {wrong if with_error else right} {rest}"
-        return Seed(said, f"{be_t} {adverb} {right} {to_tutor_side(rest)}", "word_choice" if with_error else None,
+        return Seed(said, f"{be_t} {adverb} {right} {frame_to_tutor_side(rest)}", "word_choice" if with_error else None,
                     wrong if with_error else None, f"{be_t} {adverb} {right}" if with_error else None, "feelings",
                     list(followups), V.FEELING_COMMENTS.get(wrong, ["I know that feeling.", "That happens."]),
                     _tails(wrong), V.LEADS_PRESENT if now else V.LEADS_PAST,
@@ -419,16 +410,11 @@ def _word_choice(rng: random.Random, with_error: bool) -> Seed:
                     list(followups), ["What a lovely age.", "Time goes so fast."],
                     [(t, None) for t in V.COMMENT_TAILS], hints=["Think about how we say age: ", "One small change: "])
     wrong, right, rest, rest_t, followups = rng.choice(V.VERB_MIXUPS)
-    said = f"I {wrong if with_error else to_learner_side(right)} {rest}"
+    said = f"I {wrong if with_error else frame_to_learner_side(right)} {rest}"
     return Seed(said, f"you {right} {rest_t}", "word_choice" if with_error else None,
                 wrong if with_error else None, right if with_error else None, "everyday", list(followups),
                 ["I see.", "Oh, okay."], _tails(wrong), hints=["One small change: ", "Think about the verb: "],
                 reactions=V.REACTIONS_NEUTRAL)
-
-
-def to_learner_side(text: str) -> str:
-    """Second person -> first person, for the correct version of a learner's phrase ("your" -> "my")."""
-    return re.sub(r"\b(your|you)\b", lambda m: {"your": "my", "you": "me"}[m.group(1)], text)
 
 
 def _present_perfect(rng: random.Random, with_error: bool) -> Seed:
@@ -531,7 +517,7 @@ def _future(rng: random.Random, with_error: bool) -> Seed:
     front = rng.random() < 0.5
     said = f"{when.capitalize()} {_lower_first(said) if said.startswith('We') else said}" if front else \
         f"{_cap(said)} {when}"
-    return Seed(said, f"{be_t} {tutor_verb} {to_tutor_side(rest)} {when}", "future" if with_error else None,
+    return Seed(said, f"{be_t} {tutor_verb} {frame_to_tutor_side(rest)} {when}", "future" if with_error else None,
                 wrong if with_error else None, right if with_error else None, "plans", list(followups),
                 ["That sounds like a good plan.", "How exciting!", "That sounds fun."],
                 V.FUTURE_TAILS + ([V.FUTURE_WEATHER_TAIL] if ing in V.FUTURE_OUTDOOR else []),
@@ -551,15 +537,7 @@ def _quantifier(rng: random.Random, with_error: bool) -> Seed:
 
 
 def _quantifier_correct(tutor_t: str, noun: str) -> str:
-    return _cap(_first_person(tutor_t.format(n=noun, r=noun)).replace(" there", " here"))
-
-
-def _first_person(text: str) -> str:
-    """A tutor-side form back in the learner's words: "you walk your dog" -> "I walk my dog"."""
-    text = re.sub(r"\byour\b", "my", text)
-    text = re.sub(r"\byou've\b", "I've", text)
-    text = re.sub(r"^you\b", "I", text)
-    return re.sub(r"\b(called|answered|for) you\b", r"\1 me", text)
+    return _cap(tutor_form_to_learner(tutor_t.format(n=noun, r=noun)).replace(" there", " here"))
 
 
 def _tails(key: str, **names: str) -> list[tuple[str, list[str] | None]]:
@@ -572,7 +550,7 @@ def _double_negative(rng: random.Random, with_error: bool) -> Seed:
     said, tutor, wrong, right, followups = rng.choice(V.DOUBLE_NEGATIVES)
     tails = _tails(said)
     if not with_error:
-        said = _cap(_first_person(tutor))
+        said = _cap(tutor_form_to_learner(tutor))
         if tutor.startswith("you never go"):
             said = "We" + said[1:]
     return Seed(said, tutor, "double_negative" if with_error else None, wrong if with_error else None,
@@ -585,7 +563,7 @@ def _subject_omission(rng: random.Random, with_error: bool) -> Seed:
     said, tutor, right, followups = rng.choice(V.SUBJECTLESS)
     tails = _tails(said)
     if not with_error:
-        said = V.SUBJECTLESS_CORRECT.get(said) or _cap(_first_person(tutor).replace("for you", "for me"))
+        said = V.SUBJECTLESS_CORRECT.get(said) or _cap(tutor_form_to_learner(tutor).replace("for you", "for me"))
     return Seed(said, tutor, "subject_omission" if with_error else None, said.split()[0] if with_error else None,
                 right if with_error else None, "life", list(followups), ["I see."], tails,
                 V.LEADS_PRESENT, ["Small word at the start: ", "One small change: "], V.REACTIONS_NEUTRAL)

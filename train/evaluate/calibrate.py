@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import QuimbotError
-from train.evaluate import pedagogy
+from train.evaluate import pedagogy, prompt_sets
 
 CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "data" / "calibration"
 TUNE_PATH = CALIBRATION_DIR / "tune.jsonl"
@@ -60,7 +60,7 @@ class CalibrationError(QuimbotError):
 # ---------------------------------------------------------------- labelled replies
 def load_labelled(path: str | Path) -> list[dict[str, Any]]:
     """A labelled calibration file, checked row by row; raises CalibrationError naming the line."""
-    rows = pedagogy.read_checked_jsonl(
+    rows = prompt_sets.read_checked_jsonl(
         path, _row_problem, CalibrationError,
         f"labelled replies; pass the path of a calibration JSONL file (the project's are in {CALIBRATION_DIR})")
     if not rows:
@@ -78,8 +78,8 @@ def _row_problem(row: object) -> str | None:
     for key in ("id", "learner", "reply"):
         if not isinstance(row.get(key), str) or not row[key].strip():
             return f"'{key}' must be a non-empty string"
-    if row.get("level") not in pedagogy.LEVELS:
-        return f"'level' must be one of {', '.join(pedagogy.LEVELS)}"
+    if row.get("level") not in prompt_sets.LEVELS:
+        return f"'level' must be one of {', '.join(prompt_sets.LEVELS)}"
     if ("corrections" in row) == ("references" in row):
         return "give either 'corrections' (corrected forms) or 'references' (corrected sentences), not both"
     if "corrections" in row and not (isinstance(row["corrections"], list) and _strings(row["corrections"])
@@ -192,7 +192,7 @@ def tester_agreement(source: Any) -> dict[str, Any]:
                 "FROM flags f JOIN turns t ON t.id = f.turn_id WHERE f.removed_at IS NULL"):
             if not row["learner"]:
                 continue
-            level = row["level"] if row["level"] in pedagogy.LEVELS else "intermediate"
+            level = row["level"] if row["level"] in prompt_sets.LEVELS else "intermediate"
             flagged += 1
             predicted.append(pedagogy.score_reply(row["reply"], row["learner"], level=level).good_move)
             gold.append(False)
@@ -208,7 +208,7 @@ def tester_agreement(source: Any) -> dict[str, Any]:
             if not first or not second:
                 continue
             votes += 1
-            level = r["level"] if r["level"] in pedagogy.LEVELS else "intermediate"
+            level = r["level"] if r["level"] in prompt_sets.LEVELS else "intermediate"
             good = [pedagogy.score_reply(reply, r["learner"], level=level).good_move for reply in (first, second)]
             if r["vote"] == "both_bad":
                 predicted += good
