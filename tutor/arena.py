@@ -10,9 +10,9 @@ from typing import Any
 
 from core.errors import InputError, NotFoundError
 from tutor.session import ChatService
-from tutor.store import now
+from tutor.store import VOTES
 
-VOTES = ("first", "second", "tie", "both_bad")
+__all__ = ["VOTES", "Arena", "wilson"]
 
 
 def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -30,7 +30,6 @@ class Arena:
     def __init__(self, service: ChatService, rng: random.Random | None = None):
         self.service = service
         self.store = service.store
-        self.db = service.store.db
         self.rng = rng or random.Random()
 
     def ask(self, learner: str, model_a: str, model_b: str, level: str | None = None,
@@ -51,37 +50,35 @@ class Arena:
                 raise InputError(last.error if last else "The message could not be sent.")
             replies.append(last.text if not last.error else f"⚠️ {last.error}")
             conversations.append(last.conversation_id)
-        row = {"created_at": now(), "tester": tester, "learner": learner.strip(), "level": level or "",
-               "model_first": first, "model_second": second, "conversation_first": conversations[0],
-               "conversation_second": conversations[1]}
-        round_id = self.store._write(lambda: self.db["arena_rounds"].insert(row).last_pk)
+        round_id = self.store.arena.add(tester=tester, learner=learner.strip(), level=level or "", model_first=first,
+                                        model_second=second, conversation_first=conversations[0],
+                                        conversation_second=conversations[1])
         return {"id": round_id, "first": replies[0], "second": replies[1]}
 
     def vote(self, round_id: int, vote: str, tester: str) -> dict[str, Any]:
         """Record the tester's choice and reveal which model was which."""
         if vote not in VOTES:
             raise InputError(f"A vote is one of {', '.join(VOTES)}, not {vote!r}.")
-        rows = list(self.store.query("SELECT * FROM arena_rounds WHERE id = ?", [round_id]))
-        if not rows:
+        played = self.store.arena.get(round_id)
+        if played is None:
             raise NotFoundError(f"Arena round {round_id} does not exist.")
-        if rows[0]["vote"]:
-            raise InputError(f"Round {round_id} already has a vote ({rows[0]['vote']}).")
-        self.store._write(lambda: self.db["arena_rounds"].update(
-            round_id, {"vote": vote, "voted_at": now(), "tester": tester or rows[0]["tester"]}))
-        return {"first": rows[0]["model_first"], "second": rows[0]["model_second"], "vote": vote}
+        if played.vote:
+            raise InputError(f"Round {round_id} already has a vote ({played.vote}).")
+        self.store.arena.record_vote(round_id, vote, tester or played.tester)
+        return {"first": played.model_first, "second": played.model_second, "vote": vote}
 
     def table(self) -> list[dict[str, Any]]:
         """Per model: rounds, wins, losses, ties, both bad, win rate (ties half) with a 95% CI."""
         stats: dict[str, dict[str, int]] = {}
-        for r in self.store.query("SELECT model_first, model_second, vote FROM arena_rounds WHERE vote IS NOT NULL"):
-            for me, other_pos in ((r["model_first"], "second"), (r["model_second"], "first")):
+        for model_first, model_second, vote in self.store.arena.votes():
+            for me, other_pos in ((model_first, "second"), (model_second, "first")):
                 s = stats.setdefault(me, {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0})
                 mine = "first" if other_pos == "second" else "second"
-                if r["vote"] == mine:
+                if vote == mine:
                     s["wins"] += 1
-                elif r["vote"] == other_pos:
+                elif vote == other_pos:
                     s["losses"] += 1
-                elif r["vote"] == "tie":
+                elif vote == "tie":
                     s["ties"] += 1
                 else:
                     s["both_bad"] += 1

@@ -18,7 +18,7 @@ from tutor.backends import Backend, BackendPool, GenerationOptions, Message
 from tutor.feedback import Feedback
 from tutor.prompts import normalize_level, system_prompt
 from tutor.specs import parse_spec
-from tutor.store import Store, now
+from tutor.store import Store, TurnStatus, now
 
 MAX_MESSAGE_CHARS = 4000
 TRIM_BLOCK = 4  # exchanges dropped at a time when the history outgrows the context
@@ -66,8 +66,8 @@ def completed_exchanges(turns: list[dict[str, Any]]) -> list[Message]:
     pending_user: dict | None = None
     for turn in turns:
         if turn["role"] == "user":
-            pending_user = turn if turn["status"] == "ok" else None
-        elif turn["role"] == "assistant" and turn["status"] == "ok" and pending_user is not None:
+            pending_user = turn if turn["status"] == TurnStatus.OK else None
+        elif turn["role"] == "assistant" and turn["status"] == TurnStatus.OK and pending_user is not None:
             messages.append({"role": "user", "content": pending_user["content"]})
             messages.append({"role": "assistant", "content": turn["content"]})
             pending_user = None
@@ -203,9 +203,9 @@ class ChatService:
                 messages, prompt_tokens = self.build_messages(
                     backend, system, self.history(conversation_id), cleaned, options)
             except InputError:
-                self.store.update_turn(user_turn, status="rejected", error="too long for the model's context")
+                self.store.update_turn(user_turn, status=TurnStatus.REJECTED, error="too long for the model's context")
                 raise
-            reply_turn = self.store.add_turn(conversation_id, "assistant", "", status="pending",
+            reply_turn = self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.PENDING,
                                              checkpoint=backend.checkpoint, prompt_tokens=prompt_tokens,
                                              **base_fields)
             update.turn_id = reply_turn
@@ -231,7 +231,7 @@ class ChatService:
                      **final}
             if not content:
                 raise QuimbotError("The model returned an empty reply. Try again or pick another model.")
-            self.store.update_turn(reply_turn, content=content, status="ok", completed_at=now(), **stats)
+            self.store.update_turn(reply_turn, content=content, status=TurnStatus.OK, completed_at=now(), **stats)
             finished = True
             self._suggest_flags(reply_turn, conversation_id)
             update.text, update.done, update.stats = content, True, stats
@@ -245,10 +245,10 @@ class ChatService:
                                                         "trace": traceback.format_exc()}, conversation_id)
             partial = "".join(produced)
             if reply_turn is None:
-                reply_turn = self.store.add_turn(conversation_id, "assistant", "", status="error",
+                reply_turn = self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.ERROR,
                                                  error=message, completed_at=now(), **base_fields)
             else:
-                self.store.update_turn(reply_turn, status="error", error=message, content=partial,
+                self.store.update_turn(reply_turn, status=TurnStatus.ERROR, error=message, content=partial,
                                        completed_at=now())
             finished = True
             update.turn_id, update.done, update.error = reply_turn, True, message
@@ -256,6 +256,6 @@ class ChatService:
         finally:
             if reply_turn is not None and not finished:
                 # The consumer went away (closed tab, Ctrl-C) or something unexpected broke.
-                self.store.update_turn(reply_turn, status="interrupted", content="".join(produced),
+                self.store.update_turn(reply_turn, status=TurnStatus.INTERRUPTED, content="".join(produced),
                                        error="the reply was stopped before it finished",
                                        completed_at=now())

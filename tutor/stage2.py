@@ -25,16 +25,18 @@ from core.schema import GateReport, SchemaError, check_row
 from tutor.feedback import Feedback, FlagFilters
 from tutor.privacy import Scrubber, default_scrubber
 from tutor.session import completed_exchanges
-from tutor.store import Store, now
+from tutor.store import Store, Turn, TurnStatus, now
 
 FILES = {"sft": "sft.jsonl", "preference": "preference.jsonl", "unpaired": "unpaired.jsonl"}
 
 
-def _dialogue(store: Store, turn: dict[str, Any], include_system: bool) -> tuple[list[dict], dict | None]:
+def dialogue_before(store: Store, turn: Turn, include_system: bool) -> tuple[list[dict], Turn | None]:
+    """The chat messages a tutor reply answered (the system prompt if asked, the completed exchanges before,
+    and the learner's message), and that learner turn; ([], None) when there is no sent learner message."""
     turns = store.turns(turn["conversation_id"])
     before = [t for t in turns if t["idx"] < turn["idx"]]
     learner = next((t for t in reversed(before) if t["role"] == "user"), None)
-    if learner is None or learner["status"] != "ok":
+    if learner is None or learner["status"] != TurnStatus.OK:
         return [], None
     history = completed_exchanges([t for t in before if t["idx"] < learner["idx"]])
     messages = [{"role": "system", "content": turn["system_prompt"]}] if include_system and turn["system_prompt"] else []
@@ -54,9 +56,7 @@ class _DialogueScrubber:
     def names(self, conversation_id: int) -> frozenset[str]:
         if conversation_id not in self._names:
             texts = [t["content"] for t in self.store.turns(conversation_id)]
-            texts += [r["rewrite"] for r in self.store.query(
-                "SELECT f.rewrite FROM flags f JOIN turns t ON t.id = f.turn_id "
-                "WHERE t.conversation_id = ? AND f.rewrite IS NOT NULL", [conversation_id])]
+            texts += self.store.flags.rewrites_in_conversation(conversation_id)
             self._names[conversation_id] = frozenset(self.scrubber.names_in(texts))
         return self._names[conversation_id]
 
@@ -85,8 +85,8 @@ def build_rows(store: Store, filters: FlagFilters | None = None, include_system:
     rows: list[tuple[str, dict]] = []
     skipped: list[str] = []
     for turn_id, turn_flags in sorted(by_turn.items()):
-        turn = list(store.query("SELECT * FROM turns WHERE id = ?", [turn_id]))[0]
-        prompt, learner = _dialogue(store, turn, include_system)
+        turn = store.turn(turn_id)
+        prompt, learner = dialogue_before(store, turn, include_system)
         if not prompt:
             skipped.append(f"turn {turn_id}: no learner message before it")
             continue

@@ -13,7 +13,7 @@ from tutor.catalog import check_ui_spec, list_models
 from tutor.config import Settings
 from tutor.prompts import DEFAULT_LEVEL, LEVELS
 from tutor.session import ChatService, ReplyUpdate
-from tutor.store import Store
+from tutor.store import Store, TurnStatus
 
 
 def display(text: str | None) -> str:
@@ -28,10 +28,11 @@ def render_turns(turns: list[dict[str, Any]]) -> list[dict[str, str]]:
     shown = []
     for turn in turns:
         if turn["role"] == "user":
-            note = "" if turn["status"] == "ok" else f"\n\n*(not sent: {display(turn['error'] or turn['status'])})*"
+            sent = turn["status"] == TurnStatus.OK
+            note = "" if sent else f"\n\n*(not sent: {display(turn['error'] or turn['status'])})*"
             shown.append({"role": "user", "content": display(turn["content"]) + note})
         elif turn["role"] == "assistant":
-            if turn["status"] in ("ok", "pending"):
+            if turn["status"] in (TurnStatus.OK, TurnStatus.PENDING):
                 shown.append({"role": "assistant", "content": display(turn["content"])})
             else:
                 partial = display(turn["content"]) + "\n\n" if turn["content"] else ""

@@ -16,6 +16,7 @@ from tutor.feedback import REASONS, Feedback, FlagFilters
 from tutor.prompts import DEFAULT_LEVEL, LEVELS
 from tutor.session import ChatService
 from tutor.stage2 import export_stage2
+from tutor.store import SuggestionStatus
 from webui.chat import chat_panel, display, model_choices, render_turns
 
 FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -48,8 +49,8 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
     def reply_choices(conversation_id):
         if not conversation_id:
             return gr.update(choices=[], value=None)
-        turns = [t for t in store.turns(int(conversation_id)) if t["role"] == "assistant" and t["status"] == "ok"]
-        choices = [(f"#{t['id']} · {' '.join(t['content'].split())[:60]}", t["id"]) for t in turns]
+        turns = feedback.flaggable_replies(int(conversation_id))
+        choices = [(f"#{t.id} · {' '.join(t.content.split())[:60]}", t.id) for t in turns]
         return gr.update(choices=choices, value=choices[-1][1] if choices else None)
 
     def show_reply(turn_id):
@@ -57,7 +58,7 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
             return "", gr.update(choices=[], value=[]), [], gr.update(value=[]), "", ""
         turn_id = int(turn_id)
         suggestions = feedback.suggestions_for_turn(turn_id)
-        open_ones = [s for s in suggestions if s["status"] == "open"]
+        open_ones = [s for s in suggestions if s.status == SuggestionStatus.OPEN]
         lines = [f"- **{REASONS[s['reason']]}** — {display(s['evidence'])} *({s['status']})*" for s in suggestions]
         text = "**Detector suggestions**\n\n" + ("\n".join(lines) if lines else "none")
         choices = [(f"{REASONS[s['reason']]}", s["id"]) for s in open_ones]

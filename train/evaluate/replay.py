@@ -14,7 +14,7 @@ from tutor.backends import GenerationOptions
 from tutor.config import Settings
 from tutor.detector import DETECTED, suggest_flags
 from tutor.feedback import Feedback, FlagFilters
-from tutor.stage2 import _dialogue
+from tutor.stage2 import dialogue_before
 from tutor.store import Store
 
 
@@ -50,8 +50,8 @@ def replay(store: Store, old: str, new: str, out_dir: str | Path, filters: FlagF
         item["flag_ids"].append(flag["id"])
     prompts = []
     for turn_id, item in sorted(by_turn.items()):
-        turn = list(store.db.query("SELECT * FROM turns WHERE id = ?", [turn_id]))[0]
-        messages, learner = _dialogue(store, turn, include_system=False)
+        turn = store.turn(turn_id)
+        messages, learner = dialogue_before(store, turn, include_system=False)
         if learner is None:
             continue
         prompts.append({"id": f"turn-{turn_id}", "turn_id": turn_id, "learner": learner["content"],

@@ -1,0 +1,30 @@
+"""The conversation log, and the only place the tutor speaks SQL.
+
+- ``log``: the Store (conversations, turns, events; recovery, deletion, backup);
+- ``flags``: flags, suggestions and the review queue (``store.flags``);
+- ``arena``: arena rounds (``store.arena``);
+- ``rows``: the typed rows it returns and the status types;
+- ``database``: opening the file, the lock and the transaction; ``writers``: writer locks."""
+
+from tutor.store.database import now, open_database
+from tutor.store.flags import FlagFilters
+from tutor.store.log import Store
+from tutor.store.rows import (
+    TURN_FIELDS,
+    VOTES,
+    ArenaRound,
+    Conversation,
+    ConversationSummary,
+    Event,
+    Flag,
+    QueuedFlag,
+    Suggestion,
+    SuggestionStatus,
+    Turn,
+    TurnStatus,
+    Vote,
+)
+
+__all__ = ["TURN_FIELDS", "VOTES", "ArenaRound", "Conversation", "ConversationSummary", "Event", "Flag",
+           "FlagFilters", "QueuedFlag", "Store", "Suggestion", "SuggestionStatus", "Turn", "TurnStatus", "Vote",
+           "now", "open_database"]
