@@ -18,7 +18,7 @@ from fakes import FakeOpenAI, tutor_like_reply
 from core.errors import QuimbotError
 from core.jsonl import read_rows
 from core.schema import GateReport
-from train.data import synth
+from train.data import synth, synth_frames, synth_frames_more
 from train.data.generate import TIMING_FIELDS, GenerateConfig, GenerationPaused, run_generation
 from train.data.mix import build_mix, load_mix_config
 from train.data.synth import STYLES, make_row, style_for
@@ -99,7 +99,7 @@ def test_correct_turns_are_often_restated_and_counted_things_keep_their_number()
             assert not suggest_flags(reply, seed.learner), reply
     assert correct > 150 and 0.45 < restated / correct < 0.75
     for _ in range(300):
-        seed = synth._counted(rng, rng.random() < 0.5)
+        seed = synth_frames.counted(rng, rng.random() < 0.5)
         for text in (seed.learner, seed.tutor_form):
             assert not re.search(r"\b(?:year|month|yesterday|party|concert) \w+ (?:countr|book|friend|hour|ticket)",
                                  text), text
@@ -263,7 +263,7 @@ def test_concurrent_lane_keeps_n_requests_in_flight_and_writes_what_the_sequenti
 
 
 def test_in_process_lanes_run_one_request_at_a_time():
-    from train.data.generate import lane_concurrency
+    from train.data.lane_throttle import lane_concurrency
 
     assert lane_concurrency("gguf:default", 16) == 1 and lane_concurrency("hf:runs/r/checkpoint-50", 16) == 1
     assert lane_concurrency("ollama:qwen3:8b", 16) == 16 and lane_concurrency("openrouter:x/y", 4) == 4
@@ -345,7 +345,7 @@ def test_429_slows_the_whole_lane_down_with_bounded_retries(tmp_path):
 
 
 def test_lane_throttle_halves_on_429_and_grows_back():
-    from train.data.generate import LaneThrottle
+    from train.data.lane_throttle import LaneThrottle
 
     t = FakeTime()
     throttle = LaneThrottle(8, clock=t.clock, sleep=t.sleep)
@@ -474,12 +474,10 @@ def test_offline_learner_turns_share_no_six_words_with_the_eval_prompts():
 
 
 def _frames():
-    from train.data import synth
-
-    return {"word_choice": synth._word_choice, "present_perfect": synth._present_perfect,
-            "pronoun": synth._pronoun, "possessive": synth._possessive, "future": synth._future,
-            "quantifier": synth._quantifier, "double_negative": synth._double_negative,
-            "subject_omission": synth._subject_omission, "comparative": synth._comparative}
+    return {"word_choice": synth_frames_more.word_choice, "present_perfect": synth_frames_more.present_perfect,
+            "pronoun": synth_frames_more.pronoun, "possessive": synth_frames_more.possessive, "future": synth_frames_more.future,
+            "quantifier": synth_frames_more.quantifier, "double_negative": synth_frames_more.double_negative,
+            "subject_omission": synth_frames_more.subject_omission, "comparative": synth_frames.comparative}
 
 
 @pytest.mark.parametrize("error_type", NEW_ERROR_TYPES + ("comparative",))
@@ -551,7 +549,8 @@ def test_thinking_blocks_of_reasoning_models_are_not_kept_as_replies():
 
 
 def test_progress_shows_rows_per_second_and_the_reject_rate():
-    from train.data.generate import GenerationReport, LaneThrottle, _progress_text
+    from train.data.generate import GenerationReport, _progress_text
+    from train.data.lane_throttle import LaneThrottle
 
     report = GenerationReport(out="x", written=30, rejected=10)
     lane = type("Lane", (), {"name": "openrouter:some/model?x=1", "throttle": LaneThrottle(16)})()

@@ -13,20 +13,8 @@ Lanes, tried in the order given for every entry:
 A model lane that answers HTTP 402 (no credits) is paused for the rest of the run at once; 429,
 5xx, time-outs and dropped connections are retried with exponential backoff a bounded number of
 times, then the lane is paused too. When every lane is paused the run stops with its progress
-saved (GenerationPaused); running the same command again resumes it.
-
-Concurrency (``GenerateConfig.concurrency``, ``--concurrency N``): up to N entries are in flight at
-once, each in a worker thread that asks the first lane still active, through the same backend
-object (the Ollama and OpenAI clients are thread-safe; in-process engines, gguf: and hf:, hold a
-lock around their model, so they get one request at a time). The main thread writes the results
-strictly in index order, so the two files always hold a contiguous run of entries 0..k and the
-resume rule above stays exact: after a kill -9, entries that were in flight (or finished but not
-yet written) are simply generated again. Each model lane has a throttle: a 402 pauses it for every
-worker at once (no new request is sent; requests already in flight finish, or fail and are redone
-on the next lane or on resume); a 429 (or 503) halves the lane's concurrency and makes every worker
-of the lane wait for the server's Retry-After (or the backoff, whichever is longer) before the next
-request, and the concurrency grows back by one after as many successes in a row; each request is
-retried at most ``retries`` times.
+saved (GenerationPaused); running the same command again resumes it. Concurrency (``--concurrency N``)
+and each model lane's throttle: see train.data.lane_throttle.
 """
 
 from __future__ import annotations
@@ -41,7 +29,6 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +37,14 @@ from core.files import check_input, output_path
 from core.hashing import content_hash
 from core.schema import SchemaError, check_row
 from train.data import synth
+from train.data.lane_throttle import RETRYABLE, SLOW_DOWN, LaneThrottle, lane_concurrency, retry_after
+from train.data.synth_seed import Seed
 from tutor.backends import GenerationOptions
 from tutor.config import Settings
 from tutor.detector import suggest_flags
 from tutor.prompts import LEVELS, system_prompt
 from tutor.teaching.replies import echoes_tutor_form, has_markup
 
-RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
-SLOW_DOWN = {429, 503}  # the server asks the whole lane to send less
-IN_PROCESS_ENGINES = {"gguf", "hf"}  # one model in this process, behind a lock: one request at a time
 TIMING_FIELDS = ("elapsed_s", "rows_per_s", "entries_per_s")
 STYLE_GUIDES = {
     "recast": "repeat what they meant with the correct form, naturally, as part of your reply",
@@ -129,7 +115,7 @@ def strip_thinking(text: str) -> str:
     return THINKING.sub("", text, count=1) if text.lstrip().startswith("<think>") else text
 
 
-def quality_problems(learner: str, reply: str, seed: synth.Seed, style: str, level: str,
+def quality_problems(learner: str, reply: str, seed: Seed, style: str, level: str,
                      max_words: int) -> list[str]:
     """Why a generated reply is not good training data (empty list: keep it)."""
     problems = []
@@ -176,103 +162,6 @@ def _row_problems(row: dict, cfg: GenerateConfig) -> list[str]:
     return problems
 
 
-class LaneThrottle:
-    """How many requests one model lane may have in flight, and when it may send the next one.
-
-    Shared by every worker thread of the run. ``pause`` stops the lane for all of them at once;
-    ``slow_down`` halves the allowed concurrency and holds every next request back until the
-    server's wait is over; each success in a row beyond ``allowed`` of them raises it by one again."""
-
-    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.limit = max(1, limit)
-        self.allowed = self.limit
-        self.in_flight = 0
-        self.peak_in_flight = 0
-        self.not_before = 0.0
-        self.paused: str | None = None
-        self.slowdowns = 0
-        self._streak = 0
-        self._clock, self._sleep = clock, sleep
-        self._cond = threading.Condition()
-
-    def acquire(self) -> bool:
-        """Take a slot (waiting for one, and for the lane's hold-back time); False when paused."""
-        with self._cond:
-            while self.paused is None and self.in_flight >= self.allowed:
-                self._cond.wait(0.25)
-            if self.paused is not None:
-                return False
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            wait = self.not_before - self._clock()
-        if wait > 0:
-            self._sleep(wait)
-        if self.paused is not None:  # paused (402 elsewhere, or the run stopped) while this one waited
-            self.release()
-            return False
-        return True
-
-    def release(self, ok: bool = False) -> None:
-        with self._cond:
-            self.in_flight -= 1
-            if ok:
-                self._streak += 1
-                if self.allowed < self.limit and self._streak >= self.allowed:
-                    self.allowed += 1
-                    self._streak = 0
-            self._cond.notify_all()
-
-    def slow_down(self, wait: float) -> None:
-        with self._cond:
-            self.slowdowns += 1
-            self.allowed = max(1, self.allowed // 2)
-            self._streak = 0
-            self.not_before = max(self.not_before, self._clock() + wait)
-
-    def pause(self, reason: str) -> None:
-        with self._cond:
-            if self.paused is None:
-                self.paused = reason
-            self._cond.notify_all()
-
-
-def retry_after(exc: BaseException) -> float | None:
-    """Seconds the server asked to wait (Retry-After / retry-after-ms), from a BackendError or the
-    HTTP error it was raised from; None when it said nothing."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        value = getattr(exc, "retry_after", None)
-        if isinstance(value, (int, float)):
-            return float(value)
-        headers = getattr(getattr(exc, "response", None), "headers", None)
-        if headers is not None:
-            ms = headers.get("retry-after-ms")
-            if ms:
-                try:
-                    return float(ms) / 1000
-                except ValueError:
-                    pass
-            text = headers.get("retry-after")
-            if text:
-                try:
-                    return max(0.0, float(text))
-                except ValueError:
-                    try:
-                        return max(0.0, parsedate_to_datetime(text).timestamp() - time.time())
-                    except (TypeError, ValueError):
-                        return None
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def lane_concurrency(spec: str, requested: int) -> int:
-    """Requests a model lane may have in flight: ``requested``, except for in-process engines
-    (gguf:, hf:), whose backend holds one model behind a lock and answers one request at a time."""
-    return 1 if spec.split(":", 1)[0] in IN_PROCESS_ENGINES else max(1, requested)
-
-
 class ModelLane:
     """A lane served by any Quimbot backend (Ollama, llama-cpp, transformers, OpenAI-compatible)."""
 
@@ -286,7 +175,7 @@ class ModelLane:
         self.limit = lane_concurrency(spec, concurrency)
         self.throttle = LaneThrottle(self.limit, clock, sleep)
 
-    def prompt(self, seed: synth.Seed, style: str) -> list[dict[str, str]]:
+    def prompt(self, seed: Seed, style: str) -> list[dict[str, str]]:
         if seed.error_type:
             error = f'They made a mistake: "{seed.wrong}" should be "{seed.right}".'
             how = STYLE_GUIDES[style]
