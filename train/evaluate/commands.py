@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.errors import QuimbotError
 
-JFLEG = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "jfleg-dev"
+JFLEG = Path(__file__).resolve().parents[3] / "shared" / "data" / "jfleg-dev"
 
 
 def register(subparsers) -> None:
