@@ -28,6 +28,10 @@ class ArenaTable:
         with self.connection.transaction() as db:
             db["arena_rounds"].update(round_id, {"vote": vote, "voted_at": now(), "tester": tester})
 
+    def voted_rounds(self) -> list[ArenaRound]:
+        return [ArenaRound.from_row(r) for r in self.connection.query(
+            "SELECT * FROM arena_rounds WHERE vote IS NOT NULL")]
+
     def votes(self) -> list[tuple[str, str, Vote]]:
         """(model shown first, model shown second, vote) of every voted round."""
         return [(r["model_first"], r["model_second"], r["vote"]) for r in self.connection.query(

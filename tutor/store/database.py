@@ -42,28 +42,18 @@ class Connection:
     def __init__(self, db: Database):
         self.db = db
         self.lock = threading.RLock()
-        self._depth = 0
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
-        """Hold the lock and run the block in one transaction: committed when it ends, rolled back when it
-        raises. An SQLite error becomes a StoreError. Nested blocks join the outer transaction."""
+        """Hold the lock and run the block as one transaction (sqlite-utils' ``atomic``): committed when it
+        ends, rolled back when it raises, sqlite-utils' table methods inside it included. A nested block is a
+        savepoint of the outer one. An SQLite error becomes a StoreError."""
         with self.lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield self.db
-                finally:
-                    self._depth -= 1
-                return
-            self._depth = 1
             try:
-                with self.db.conn:
+                with self.db.atomic():
                     yield self.db
             except sqlite3.Error as exc:
                 raise StoreError(f"Writing to the conversation log failed: {exc}") from exc
-            finally:
-                self._depth = 0
 
     def query(self, sql: str, args=()) -> list[dict[str, Any]]:
         """Rows of a read, under the store's lock: the app's threads share one connection, and a read

@@ -182,6 +182,12 @@ class Store(Connection):
             "ORDER BY idx DESC LIMIT 1", [turn.conversation_id, turn.idx])
         return row["content"] if row else None
 
+    def last_reply(self, conversation_id: int) -> str | None:
+        """The text of a conversation's last completed tutor reply."""
+        row = self.query_one("SELECT content FROM turns WHERE conversation_id = ? AND role = 'assistant' "
+                             "AND status = 'ok' ORDER BY idx DESC LIMIT 1", [conversation_id])
+        return row["content"] if row else None
+
     def list_conversations(self, limit: int = 50, offset: int = 0) -> list[ConversationSummary]:
         return [ConversationSummary.from_row(r) for r in self.query(
             "SELECT c.*, (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id) AS n_turns "
