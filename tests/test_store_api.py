@@ -134,3 +134,10 @@ def test_a_store_error_is_not_swallowed_by_reads(tmp_path):
     store.db.conn.close()
     with pytest.raises(sqlite3.ProgrammingError):
         store.turns(1)
+
+
+def test_listing_only_some_conversations_is_the_stores_query(store):
+    a, b, c = (store.create_conversation(level="beginner", model_spec="default") for _ in range(3))
+    assert [r.id for r in store.list_conversations(ids=[a, c])] == [c, a]
+    assert store.list_conversations(ids=[]) == [] and store.list_conversations(ids=[str(b)]) == []
+    assert [r.id for r in store.list_conversations()] == [c, b, a]

@@ -44,9 +44,7 @@ def render_turns(turns: list[dict[str, Any]]) -> list[dict[str, str]]:
 def conversation_choices(store: Store, only: list[int] | None = None) -> list[tuple[str, int]]:
     """The picker's list: every conversation (tester view), or only the ids in ``only`` (learner view)."""
     choices = []
-    rows = store.list_conversations(limit=100) if only is None else [
-        row for row in store.list_conversations(limit=1_000_000) if row["id"] in set(only)]
-    for row in rows[:100]:
+    for row in store.list_conversations(limit=100, ids=only):
         title = row["title"] or "(empty)"
         choices.append((f"#{row['id']} · {row['updated_at'][:16].replace('T', ' ')} · {title[:40]}", row["id"]))
     return choices

@@ -188,11 +188,17 @@ class Store(Connection):
                              "AND status = 'ok' ORDER BY idx DESC LIMIT 1", [conversation_id])
         return row["content"] if row else None
 
-    def list_conversations(self, limit: int = 50, offset: int = 0) -> list[ConversationSummary]:
+    def list_conversations(self, limit: int = 50, offset: int = 0,
+                           ids: list[int] | None = None) -> list[ConversationSummary]:
+        """Conversations, most recently updated first; only those in ``ids`` when it is given."""
+        where, args = "", []
+        if ids is not None:  # ids, not strings that SQLite would compare as numbers
+            where, args = "WHERE c.id IN (SELECT value FROM json_each(?)) ", [json.dumps([int(i) for i in ids
+                                                                                           if isinstance(i, int)])]
         return [ConversationSummary.from_row(r) for r in self.query(
             "SELECT c.*, (SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id) AS n_turns "
-            "FROM conversations c ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?",
-            [limit, offset],
+            f"FROM conversations c {where}ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
         )]
 
     def conversations_of(self, learner: str) -> list[int]:
