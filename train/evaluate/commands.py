@@ -60,6 +60,28 @@ def register(subparsers) -> None:
     q.set_defaults(func=cmd_calibrate)
 
     q = esub.add_parser(
+        "dialogue", help="whole conversations: each model holds dialogues of 6+ learner turns",
+        description="Each model holds the scripted dialogues (data/dialogues/scripted.jsonl: fixed learner turns, "
+        "repeatable) and --simulated N dialogues with simulated learners (personas with a level and a recurring "
+        "error, from the offline generator or --simulator SPEC). Reported per dialogue and per model: good moves per "
+        "turn, over-correction on turns with no error, follow-ups and openers repeated within a dialogue, follow-ups "
+        "on topic, memory of what was said, reply length, recurring errors taken up again, learner questions "
+        "answered; dialogues.md shows the transcripts side by side.")
+    q.add_argument("--model", action="append", dest="specs", metavar="SPEC",
+                   help="model spec, repeatable (default: the bundled default model)")
+    q.add_argument("--scripted", type=Path, help="scripted dialogues JSONL (default data/dialogues/scripted.jsonl)")
+    q.add_argument("--limit", type=int, help="only the first N scripted dialogues (0: none)")
+    q.add_argument("--simulated", type=int, default=0, metavar="N", help="simulated learners' dialogues (default 0)")
+    q.add_argument("--simulator", default="offline", metavar="offline|SPEC",
+                   help="who plays the simulated learners: the offline generator (default) or a model spec")
+    q.add_argument("--turns", type=int, default=6, help="learner turns per simulated dialogue (at least 6)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the simulated learners (default 0)")
+    q.add_argument("--max-tokens", type=int, default=80, help="longest tutor reply in tokens (default 80)")
+    q.add_argument("--out", type=Path, default=Path("exports/dialogue"), help="report folder (default exports/dialogue)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_dialogue)
+
+    q = esub.add_parser(
         "replay", help="answer flagged learner turns with an old and a new checkpoint",
         description="Re-run the learner turns behind flagged replies against OLD and NEW and label each flag "
         "fixed, still broken, regressed or fine (by the detector, on the flagged reasons).")
@@ -147,3 +169,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"{result['flagged_replies']} flagged replies: {result['counts']}")
     print(f"report: {args.out / 'replay.md'}", file=sys.stderr)
     return 0
+
+
+def cmd_dialogue(args: argparse.Namespace) -> int:
+    from train.evaluate.dialogue import evaluate_dialogues, load_scripts, write_report
+    from tutor.backends import GenerationOptions
+    from tutor.config import settings_from_args
+
+    scripts = load_scripts(args.scripted) if args.scripted else load_scripts()
+    if args.limit is not None:
+        scripts = scripts[:max(0, args.limit)]
+    report = evaluate_dialogues(args.specs or ["default"], settings_from_args(args), scripts=scripts,
+                                simulated=args.simulated, simulator=args.simulator, turns=args.turns,
+                                seed=args.seed, options=GenerationOptions.greedy(args.max_tokens),
+                                progress=not args.no_progress)
+    files = write_report(report, args.out)
+    for m in report["models"]:
+        x = m["metrics"]
+        print(f"{m['spec']}: {x['dialogues']} dialogues, good moves {x['good_move_rate']:.1%}, over-correction "
+              f"{x['over_correction']:.1%}, no repeated follow-up in {x['no_repeated_follow_up_share']:.0%} of "
+              f"dialogues, dialogue score {x['dialogue_score']:.3f}")
+    print(f"report: {files['markdown']} and {files['json']}")
+    return 0
+
