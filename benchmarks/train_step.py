@@ -9,7 +9,7 @@ Compares the time per optimizer step of
            zero_grad()`` - nothing else.
 
 Same model (the bundled SmolLM2-135M-Instruct with the same rank-16 all-linear LoRA, built from
-the same seed), same device and precision (train.fit.sft.choose_device: fp32 on CPU), and the very same
+the same seed), same device and precision (train.fit.models.choose_device: fp32 on CPU), and the very same
 batches: the plain loop iterates over the batches of the trainer's own data loader, so both
 process identical tokens. Gradient accumulation is 1, so one step = one batch.
 
@@ -79,7 +79,9 @@ def main() -> int:
     from transformers import TrainerCallback
 
     from train.fit.config import TrainConfig
-    from train.fit.sft import build_sft_trainer, load_model, prepare_run, quiet_library_warnings, write_run_files
+    from train.fit.models import load_model, quiet_library_warnings
+    from train.fit.prepare import prepare_run, write_run_files
+    from train.fit.sft import build_sft_trainer
 
     quiet_library_warnings()
     tmp = Path(tempfile.mkdtemp(prefix="quimbot-bench-"))

@@ -49,6 +49,7 @@ def test_the_picker_lists_checkpoints_not_the_extra_adapters_inside_them(tmp_pat
     adapter(runs / "dpo" / "checkpoint-100" / "ref")    # PEFT's extra adapter (DPO's frozen reference)
     adapter(runs / "dpo" / "checkpoint-50")
     adapter(runs / "dpo" / ".hidden")
+    adapter(runs / ".trash" / "old" / "checkpoint-5")  # inside a hidden folder
     found = checkpoints.list_checkpoints(runs)
     assert found == [runs / "dpo" / "checkpoint-50", runs / "dpo" / "checkpoint-100"]
     specs = [c.spec for c in list_models(Settings(runs_dir=runs, exports_dir=tmp_path / "exports"))]
@@ -61,6 +62,9 @@ def test_only_accepted_exports_are_listed(tmp_path):
     for name in ("model-q8_0.gguf", "model-q4_0.gguf.rejected", "model-f16.gguf.part", ".model.gguf",
                  "adapter-f16.lora.gguf"):
         (exports / name).write_bytes(b"GGUF")
+    merging = tmp_path / "exports" / ".merge-run-checkpoint-5"  # an export still converting its merged model
+    merging.mkdir()
+    (merging / "model-f16.gguf").write_bytes(b"GGUF")
     found = checkpoints.list_exports(tmp_path / "exports")
     assert [p.name for p in found] == ["adapter-f16.lora.gguf", "model-q8_0.gguf"]
     assert [checkpoints.is_lora_export(p) for p in found] == [True, False]

@@ -76,7 +76,7 @@ def list_checkpoints(runs_dir: str | Path) -> list[Path]:
     found = []
     for config in sorted(runs.rglob(ADAPTER_CONFIG), key=_step_key):
         folder = config.parent
-        if folder.name.startswith(".") or (folder.parent / ADAPTER_CONFIG).exists():
+        if _hidden(folder, runs) or (folder.parent / ADAPTER_CONFIG).exists():
             continue
         found.append(folder)
     return found
@@ -86,12 +86,18 @@ def list_exports(exports_dir: str | Path) -> list[Path]:
     """Every accepted GGUF export under the exports folder, in step order.
 
     Only finished files that passed their parity check end in ``.gguf``: a file being written is a
-    ``.part``, a drifting export a ``.gguf.rejected``."""
+    ``.part``, a drifting export a ``.gguf.rejected``, and the merged model an export converts sits in a
+    hidden ``.merge-*`` folder until it is done."""
     exports = Path(exports_dir)
     if not exports.is_dir():
         return []
     return [path for path in sorted(exports.rglob("*.gguf"), key=_step_key)
-            if path.is_file() and not path.name.startswith(".")]
+            if path.is_file() and not _hidden(path, exports)]
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """``path`` or a folder between it and ``root`` is hidden (a name starting with a dot)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def is_lora_export(path: Path) -> bool:

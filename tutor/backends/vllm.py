@@ -24,6 +24,7 @@ from core.errors import BackendError
 from tutor.backends.base import Chunk, GenerationOptions, Message
 from tutor.backends.hf import split_adapter
 from tutor.backends.openai_compat import OpenAICompatBackend
+from tutor.checkpoints import list_checkpoints
 from tutor.config import Settings
 from tutor.engine import EngineConfig, EngineServer, supervisor_for
 from tutor.specs import ModelSpec
@@ -42,15 +43,10 @@ def module_name(adapter: Path, runs_dir: Path) -> str:
 
 
 def run_adapters(base: str, settings: Settings) -> dict[str, Path]:
-    """Every checkpoint under the runs folder whose recorded base model is ``base``."""
+    """Every checkpoint the picker offers (tutor.checkpoints) whose recorded base model is ``base``."""
     found: dict[str, Path] = {}
     runs = Path(settings.runs_dir)
-    if not runs.is_dir():
-        return found
-    for config in sorted(runs.rglob("adapter_config.json")):
-        folder = config.parent
-        if folder.name.startswith("."):
-            continue
+    for folder in list_checkpoints(runs):
         try:
             if split_adapter(ModelSpec("hf", str(folder)), settings)[0] == base:
                 found[module_name(folder, runs)] = folder
