@@ -59,7 +59,17 @@ def test_the_offline_learner_repeats_its_persona_error_and_is_repeatable():
     assert len(errors) == 3 and all(t.error_type == persona.error_type for t in errors)
     assert [t.recurring for t in errors] == [False, True, True]
     assert all(t.corrections == [] for t in runs[0] if t not in errors)
+    for persona in dlg.personas(12, seed=0):  # every error turn scores: its correction is a telling one
+        learner = dlg.offline_learner(persona, 6)
+        turns = [learner(i, None) for i in range(6)]
+        dlg.score_dialogue([_turn(t.learner, "Oh, nice! What then?", t.corrections) for t in turns], persona.level)
     assert any(t.learner.startswith(dlg._ANSWERS) for t in runs[0][1:])  # answers the tutor's question first
+
+
+def test_a_function_word_correction_gets_its_context_from_the_tutors_sentence():
+    assert dlg.telling_form("has", "your brother has a new camera") == "brother has a"
+    assert dlg.telling_form("went", "you went to the beach") == "went"
+    assert dlg.telling_form("an", "an apple") == "an apple"
 
 
 def _turn(learner, reply, corrections, **extra):

@@ -132,10 +132,24 @@ def offline_learner(persona: Persona, turns: int, seed: int = 0) -> Callable[[in
         text = s.learner
         if last_reply and last_reply.rstrip().endswith("?"):
             text = rng.choice(_ANSWERS) + text[:1].lower() + text[1:]
-        corrections = [s.right] if with_error and s.right else []
+        corrections = [telling_form(s.right, s.tutor_form)] if with_error and s.right else []
         return LearnerTurn(text, corrections, s.error_type if with_error else None, with_error and i >= 2)
 
     return turn
+
+
+def telling_form(right: str, tutor_form: str) -> str:
+    """The corrected words, with a word of the tutor's sentence on each side when they are function words
+    only ("has" -> "brother has a"): a lone function word is in any reply and proves nothing."""
+    from train.evaluate.corrections import telling
+
+    if telling(right):
+        return right
+    words, target = tutor_form.split(), right.split()
+    for i in range(len(words) - len(target) + 1):
+        if [w.strip(".,!?").lower() for w in words[i:i + len(target)]] == [w.lower() for w in target]:
+            return " ".join(w.strip(".,!?") for w in words[max(0, i - 1):i + len(target) + 1])
+    return tutor_form
 
 
 def model_learner(spec: str, persona: Persona, settings: Settings,
