@@ -16,7 +16,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from train.evaluate.compare import prompt_messages  # noqa: E402
-from train.evaluate.pedagogy import load_prompts  # noqa: E402
+from train.evaluate.prompt_sets import load_prompts
 from tutor.backends import GenerationOptions, load_backend  # noqa: E402
 from tutor.config import Settings  # noqa: E402
 

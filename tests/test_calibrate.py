@@ -11,10 +11,10 @@ from train.evaluate import calibrate as cal
 from train.evaluate.compare import recommend_calibrated, to_markdown
 from train.evaluate.corrections import reply_takes_up, telling
 from train.evaluate.pedagogy import detokenize
-from tutor.teaching.words import tutor_side
 from tutor.feedback import Feedback
 from tutor.learner_errors import LearnerError
 from tutor.store import Store
+from tutor.teaching.words import tutor_side
 
 TUNE = cal.load_labelled(cal.TUNE_PATH)
 HELDOUT = cal.load_labelled(cal.HELDOUT_PATH)

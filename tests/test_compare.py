@@ -7,7 +7,7 @@ from argparse import ArgumentParser
 import pytest
 
 from train.evaluate.compare import Rule, compare, known_perplexity, load_jfleg, recommend
-from train.evaluate.pedagogy import load_prompts
+from train.evaluate.prompt_sets import load_prompts
 from train.evaluate.replay import label, replay
 from tutor.backends import GenerationOptions
 from tutor.config import Settings

@@ -12,7 +12,7 @@ from fakes import FakeOpenAI, reply_for
 
 from train.evaluate.compare import prompt_messages
 from train.evaluate.compare_vllm import VllmError, compare_with_vllm, plan_models, vllm_command
-from train.evaluate.pedagogy import load_prompts
+from train.evaluate.prompt_sets import load_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["base", "stage1-checkpoint-50", "stage1-checkpoint-100"]

@@ -459,7 +459,7 @@ def _ngrams(text: str, n: int = 6) -> set[tuple[str, ...]]:
 
 
 def test_offline_learner_turns_share_no_six_words_with_the_eval_prompts():
-    from train.evaluate.pedagogy import load_prompts
+    from train.evaluate.prompt_sets import load_prompts
 
     eval_grams = set().union(*(_ngrams(p["learner"]) for p in load_prompts()))
     assert eval_grams

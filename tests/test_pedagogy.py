@@ -20,9 +20,9 @@ from train.evaluate.pedagogy import (
     score_reply,
 )
 from train.evaluate.prompt_sets import PromptSetError, load_prompts
+from tutor.learner_errors import LearnerError, find_errors
 from tutor.teaching.overt import count_grammar_terms
 from tutor.teaching.words import tutor_side
-from tutor.learner_errors import LearnerError, find_errors
 
 STORE = "Yesterday I go to the store"
 BROTHERS = "I have two brother and one sister"

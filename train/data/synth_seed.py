@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from train.data import synth_vocab as V
 
 
-
 @dataclass
 class Seed:
     """One learner turn: what they said, and what a tutor needs to answer it."""

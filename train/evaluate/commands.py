@@ -94,8 +94,8 @@ def register(subparsers) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from train.evaluate import pedagogy
     from train.evaluate.compare import Rule, compare, load_jfleg
+    from train.evaluate.prompt_sets import load_prompts
     from tutor.backends import GenerationOptions
 
     if args.jfleg:
@@ -103,7 +103,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise QuimbotError(f"No JFLEG data in {args.jfleg} (dev.src missing).")
         prompts = load_jfleg(args.jfleg, args.limit)
     else:
-        prompts = pedagogy.load_prompts(args.prompts) if args.prompts else pedagogy.load_prompts()
+        prompts = load_prompts(args.prompts) if args.prompts else load_prompts()
         prompts = prompts[:args.limit] if args.limit else prompts
     options = GenerationOptions.greedy(args.max_tokens)
     if args.vllm or args.vllm_url:

@@ -93,7 +93,7 @@ from dataclasses import asdict, dataclass
 
 from train.evaluate.corrections import contains_correction, errors_for, reply_takes_up, telling
 from train.evaluate.diversity import follow_up_diversity, pedagogy_score
-from train.evaluate.prompt_sets import PromptSetError, load_prompts  # noqa: F401  (load_prompts: read from here too)
+from train.evaluate.prompt_sets import PromptSetError
 from tutor.detector import MAX_WORDS
 from tutor.learner_errors import IRREGULAR_PAST, LearnerError
 from tutor.teaching.overt import EXPLAINING_RES, count_grammar_terms, overt_corrections, praises_form

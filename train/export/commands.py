@@ -80,7 +80,7 @@ def _types(text: str) -> list[str]:
 
 
 def _parity_options(args: argparse.Namespace) -> dict:
-    from train.evaluate.pedagogy import load_prompts
+    from train.evaluate.prompt_sets import load_prompts
 
     options = {"n_prompts": args.parity_prompts, "max_tokens": args.parity_tokens,
                "max_good_move_drift": args.max_drift}

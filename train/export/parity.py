@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from train.evaluate.compare import generate_replies, prompt_messages
-from train.evaluate.pedagogy import aggregate, load_prompts, score_prompt
+from train.evaluate.pedagogy import aggregate, score_prompt
+from train.evaluate.prompt_sets import load_prompts
 from tutor.backends.base import GenerationOptions
 from tutor.config import Settings
 
