@@ -122,3 +122,30 @@ def test_eval_dialogue_holds_scripted_and_simulated_dialogues_with_the_bundled_m
     md = (out / "dialogues.md").read_text()
     assert "| learner | default |" in md and "dialogue score" in md
     assert "dialogue score" in done.stdout
+
+
+def _dialogue_metrics(over, no_repeat):
+    return {"dialogues": 0, "turns": 0, "good_move_rate": 0.5, "over_correction": over,
+            "no_repeated_follow_up_share": no_repeat, "repeated_opener_share": 0.0, "on_topic_rate": 0.5,
+            "memory_rate": 1.0, "recurring_taken_up_rate": None, "questions_answered_rate": None, "words_mean": 20.0,
+            "too_long_rate": 0.0, "dialogue_score": 0.5 * (1 - over) * no_repeat}
+
+
+def test_the_dialogue_gate_passes_over_a_model_that_over_corrects_or_repeats_itself():
+    from train.evaluate.compare import dialogue_gate, to_html, to_markdown
+
+    models = [{"spec": s, "perplexity": None, "metrics": {"pedagogy_score": p}}
+              for s, p in (("a", 0.9), ("b", 0.5), ("c", 0.4))]
+    dialogues = {"rule": "dialogue_score = ...", "models": [
+        {"spec": "a", "metrics": _dialogue_metrics(0.20, 1.0), "dialogues": []},   # over-corrects
+        {"spec": "b", "metrics": _dialogue_metrics(0.0, 0.5), "dialogues": []},    # repeats its follow-ups
+        {"spec": "c", "metrics": _dialogue_metrics(0.04, 0.95), "dialogues": []}]}
+    passing, rule = dialogue_gate(models, dialogues)
+    assert [m["spec"] for m in passing] == ["c"] and "(1 of 3 passed)" in rule
+    assert models[0]["metrics"]["dialogue"]["over_correction"] == 0.20
+    everyone, rule = dialogue_gate(models[:2], dialogues)
+    assert everyone == models[:2] and "none passed" in rule
+    report = {"prompts": 0, "recommendation": {"model": "c", "why": "w"}, "rule": rule, "models": [],
+              "prompt_items": [], "dialogues": dialogues}
+    assert "## Whole conversations" in to_markdown(report, None) and "| c | 0 |" in to_markdown(report, None)
+    assert "<h2>Whole conversations</h2>" in to_html(report, None)

@@ -41,6 +41,9 @@ def register(subparsers) -> None:
                    "it must serve the base as 'base' and each checkpoint as '<run>-<checkpoint>'")
     q.add_argument("--vllm-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for vllm serve, repeatable (e.g. --vllm-arg=--max-model-len=4096)")
+    q.add_argument("--dialogues", type=int, nargs="?", const=8, metavar="N",
+                   help="also hold whole conversations (the scripted dialogues and N simulated ones, default 8), "
+                   "add them to the report and let the dialogue gate narrow the recommendation")
     q.add_argument("--concurrency", type=int, default=64,
                    help="with --vllm: requests in flight at once, over all models (default 64)")
     q.set_defaults(func=cmd_compare)
@@ -106,6 +109,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         prompts = load_prompts(args.prompts) if args.prompts else load_prompts()
         prompts = prompts[:args.limit] if args.limit else prompts
     options = GenerationOptions.greedy(args.max_tokens)
+    if (args.vllm or args.vllm_url) and args.dialogues is not None:
+        raise QuimbotError("--dialogues holds conversations with each model in turn; it does not combine with --vllm.")
     if args.vllm or args.vllm_url:
         from train.evaluate.compare_vllm import compare_with_vllm
 
@@ -113,8 +118,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                    rule=Rule(args.metric, args.margin), concurrency=args.concurrency,
                                    vllm_args=args.vllm_arg)
     else:
+        dialogues = None
+        if args.dialogues is not None:
+            from train.evaluate.dialogue import evaluate_dialogues, write_report
+
+            dialogues = evaluate_dialogues(args.specs, simulated=args.dialogues, options=options)
+            write_report(dialogues, args.out)
         report = compare(args.specs, prompts, args.out, options=options, rule=Rule(args.metric, args.margin),
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, dialogues=dialogues)
     from train.evaluate.compare import summary_rows
 
     for row in summary_rows(report):

@@ -107,6 +107,27 @@ def recommend_calibrated(models: list[dict[str, Any]], rule: Rule, calibration: 
     return rec
 
 
+# Whole conversations (``eval compare --dialogues``): a model over either limit is passed over, unless all are.
+DIALOGUE_GATE = {"over_correction": 0.05, "no_repeated_follow_up_share": 0.90}
+
+
+def dialogue_gate(models: list[dict[str, Any]], dialogues: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """Attach each model's dialogue figures (``metrics["dialogue"]``) and return the models the recommendation
+    may choose from, with the rule in words: over-correction at most 5% of the turns with no error, and no
+    follow-up repeated within a dialogue in at least 90% of the dialogues."""
+    by_spec = {m["spec"]: m["metrics"] for m in dialogues["models"]}
+    for m in models:
+        m["metrics"]["dialogue"] = by_spec.get(m["spec"])
+    passing = [m for m in models if m["metrics"]["dialogue"] is not None
+               and m["metrics"]["dialogue"]["over_correction"] <= DIALOGUE_GATE["over_correction"]
+               and m["metrics"]["dialogue"]["no_repeated_follow_up_share"] >= DIALOGUE_GATE["no_repeated_follow_up_share"]]
+    rule = (f"dialogue gate: only models with over-correction <= {DIALOGUE_GATE['over_correction']:.0%} and no "
+            f"repeated follow-up in >= {DIALOGUE_GATE['no_repeated_follow_up_share']:.0%} of their dialogues")
+    if not passing:
+        return models, rule + " (none passed, so all were considered)"
+    return passing, rule + f" ({len(passing)} of {len(models)} passed)"
+
+
 def _calibration(settings: Settings) -> dict[str, Any]:
     from train.evaluate.calibrate import CalibrationError, calibrate
 
@@ -118,9 +139,11 @@ def _calibration(settings: Settings) -> dict[str, Any]:
 
 def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings: Settings | None = None,
             options: GenerationOptions | None = None, rule: Rule | None = None, batch_size: int = 8,
-            progress: bool = True, generate=None) -> dict[str, Any]:
+            progress: bool = True, generate=None, dialogues: dict[str, Any] | None = None) -> dict[str, Any]:
     """``generate`` (default ``generate_replies``) makes one model's replies: ``generate(spec, prompts,
-    settings, options, batch_size, progress)``; train.evaluate.compare_vllm passes one that asks a vLLM server."""
+    settings, options, batch_size, progress)``; train.evaluate.compare_vllm passes one that asks a vLLM server.
+    ``dialogues``: a report of train.evaluate.dialogue for the same models; it adds a section and the
+    dialogue gate to the recommendation (``dialogue_gate``)."""
     generate = generate or generate_replies
     settings = settings or Settings()
     options = options or GenerationOptions.greedy()
@@ -135,9 +158,11 @@ def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings
         models.append({"spec": spec, "step": step, "perplexity": ppl, "replies": replies,
                        "per_reply": [m.as_dict() for m in per_reply], "metrics": pedagogy.aggregate(per_reply)})
     calibration = _calibration(settings)
-    recommendation = recommend_calibrated(models, rule, calibration)
+    candidates, gate = dialogue_gate(models, dialogues) if dialogues else (models, None)
+    recommendation = recommend_calibrated(candidates, rule, calibration)
     report = {"prompts": len(prompts), "options": options.model_dump(),
-              "rule": f"{recommendation.get('rule', rule.describe())} ({recommendation['calibration']})",
+              "rule": f"{recommendation.get('rule', rule.describe())} ({recommendation['calibration']})"
+                      + (f"; {gate}" if gate else ""), "dialogues": dialogues,
               "recommendation": recommendation, "calibration": calibration, "models": models,
               "prompt_items": [{"id": p.get("id"), "learner": p["learner"], "error_type": p.get("error_type")}
                                for p in prompts]}
@@ -155,6 +180,11 @@ def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings
 SUMMARY = [("pedagogy_score", "pedagogy score"), ("good_move", "good move"), ("takes_up_error", "takes up error"),
            ("red_pen", "red pen"), ("echo", "echo"), ("follow_up_on_topic", "follow-up on topic"),
            ("words", "words")]
+
+
+DIALOGUE_SUMMARY = [("good_move_rate", "good moves"), ("over_correction", "over-correction"),
+                    ("no_repeated_follow_up_share", "no repeated follow-up"), ("memory_rate", "memory"),
+                    ("dialogue_score", "dialogue score")]
 
 
 def _fmt(value: Any) -> str:
@@ -182,6 +212,12 @@ def to_markdown(report: dict[str, Any], plot: Path | None) -> str:
     from train.evaluate.calibrate import markdown_section
 
     lines += [""] + markdown_section(report.get("calibration"), report["recommendation"].get("calibration"))
+    if report.get("dialogues"):
+        from train.evaluate.dialogue import to_markdown as dialogue_markdown
+
+        lines += ["## Whole conversations", ""] + [
+            "#" + line if line.startswith("#") else line for line in dialogue_markdown(report["dialogues"]).splitlines()[2:]
+        ] + [""]
     lines += ["## Replies side by side", ""]
     for i, item in enumerate(report["prompt_items"]):
         lines.append(f"### {item['id'] or i}: “{item['learner']}” ({item['error_type'] or 'no error'})")
@@ -211,6 +247,12 @@ def to_html(report: dict[str, Any], plot: Path | None) -> str:
     from train.evaluate.calibrate import html_section
 
     image += html_section(report.get("calibration"), rec.get("calibration"))
+    if report.get("dialogues"):
+        image += "<h2>Whole conversations</h2><table><tr><th>model</th>" + "".join(
+            f"<th>{e(label)}</th>" for _, label in DIALOGUE_SUMMARY) + "</tr>" + "".join(
+            f"<tr><td>{e(m['spec'])}</td>" + "".join(f"<td>{e(_fmt(m['metrics'].get(k)))}</td>"
+                                                     for k, _ in DIALOGUE_SUMMARY) + "</tr>"
+            for m in report["dialogues"]["models"]) + "</table><p>Transcripts: dialogues.md</p>"
     return ("<!doctype html><meta charset='utf-8'><title>Quimbot checkpoint comparison</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
             "padding:4px;vertical-align:top}td.good{background:#eefbe9}td.weak{background:#fdf0ee}</style>"
