@@ -111,7 +111,7 @@ def test_no_sql_outside_the_store():
     """tutor/ speaks SQL only in tutor/store/ (and the schema in tutor/migrations.py); the UI and the
     command line not at all."""
     found = []
-    for folder in ("tutor", "webui", "quimbot"):
+    for folder in ("core", "tutor", "train", "webui", "quimbot"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
             if rel.startswith("tutor/store/") or rel == "tutor/migrations.py":

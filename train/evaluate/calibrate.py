@@ -152,72 +152,55 @@ def split_agreement(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- tester verdicts in the log
-def _database(source: Any):
-    """A sqlite-utils Database from a Store, a Database or a path; None when the file does not exist."""
-    from sqlite_utils import Database
+def _store(source: Any):
+    """A Store from a Store or a path; None when the file does not exist (nothing is created)."""
+    from tutor.store import Store
 
-    if hasattr(source, "db"):
-        return source.db
-    if isinstance(source, Database):
+    if isinstance(source, Store):
         return source
     path = Path(source)
-    return Database(path) if path.exists() else None
-
-
-def _assistant_reply(db, conversation_id: int | None) -> str | None:
-    if conversation_id is None:
-        return None
-    rows = list(db.query("SELECT content FROM turns WHERE conversation_id = ? AND role = 'assistant' "
-                         "AND status = 'ok' ORDER BY idx DESC LIMIT 1", [conversation_id]))
-    return rows[0]["content"] if rows else None
+    return Store.open(path) if path.exists() else None
 
 
 def tester_agreement(source: Any) -> dict[str, Any]:
-    """good_move against the testers' verdicts in a conversation log (a Store, a Database or a path).
+    """good_move against the testers' verdicts in a conversation log (a Store or a path).
 
     Per reply: a flagged reply should not be a good move, a tester's rewrite should be one. Per arena
     vote: the winner should be the good move when the metric tells the two apart; ``both_bad``: neither
     is. Errors are found with ``find_errors`` (the log has no correction lists)."""
-    db = _database(source)
-    if db is None:
+    store = _store(source)
+    if store is None:
         return {"empty": True, "note": f"no conversation log at {source}"}
-    tables = set(db.table_names())
     predicted, gold = [], []
     flagged = rewrites = 0
-    if {"flags", "turns"} <= tables:
-        for row in db.query(
-                "SELECT f.reasons, f.rewrite, t.content AS reply, t.level, "
-                "(SELECT u.content FROM turns u WHERE u.conversation_id = t.conversation_id AND u.idx < t.idx "
-                " AND u.role = 'user' ORDER BY u.idx DESC LIMIT 1) AS learner "
-                "FROM flags f JOIN turns t ON t.id = f.turn_id WHERE f.removed_at IS NULL"):
-            if not row["learner"]:
-                continue
-            level = row["level"] if row["level"] in prompt_sets.LEVELS else "intermediate"
-            flagged += 1
-            predicted.append(pedagogy.score_reply(row["reply"], row["learner"], level=level).good_move)
-            gold.append(False)
-            if row["rewrite"]:
-                rewrites += 1
-                predicted.append(pedagogy.score_reply(row["rewrite"], row["learner"], level=level).good_move)
-                gold.append(True)
+    for row in store.flags.queue(limit=10**9):
+        if not row["learner"]:
+            continue
+        level = row["level"] if row["level"] in prompt_sets.LEVELS else "intermediate"
+        flagged += 1
+        predicted.append(pedagogy.score_reply(row["reply"], row["learner"], level=level).good_move)
+        gold.append(False)
+        if row["rewrite"]:
+            rewrites += 1
+            predicted.append(pedagogy.score_reply(row["rewrite"], row["learner"], level=level).good_move)
+            gold.append(True)
     votes = decisive = separated = agreed = 0
-    if {"arena_rounds", "turns"} <= tables:
-        for r in db.query("SELECT * FROM arena_rounds WHERE vote IS NOT NULL"):
-            first = _assistant_reply(db, r["conversation_first"])
-            second = _assistant_reply(db, r["conversation_second"])
-            if not first or not second:
-                continue
-            votes += 1
-            level = r["level"] if r["level"] in prompt_sets.LEVELS else "intermediate"
-            good = [pedagogy.score_reply(reply, r["learner"], level=level).good_move for reply in (first, second)]
-            if r["vote"] == "both_bad":
-                predicted += good
-                gold += [False, False]
-            elif r["vote"] in ("first", "second"):
-                decisive += 1
-                if good[0] != good[1]:
-                    separated += 1
-                    agreed += good[0 if r["vote"] == "first" else 1]
+    for r in store.arena.voted_rounds():
+        first = store.last_reply(r["conversation_first"]) if r["conversation_first"] is not None else None
+        second = store.last_reply(r["conversation_second"]) if r["conversation_second"] is not None else None
+        if not first or not second:
+            continue
+        votes += 1
+        level = r["level"] if r["level"] in prompt_sets.LEVELS else "intermediate"
+        good = [pedagogy.score_reply(reply, r["learner"], level=level).good_move for reply in (first, second)]
+        if r["vote"] == "both_bad":
+            predicted += good
+            gold += [False, False]
+        elif r["vote"] in ("first", "second"):
+            decisive += 1
+            if good[0] != good[1]:
+                separated += 1
+                agreed += good[0 if r["vote"] == "first" else 1]
     per_reply = agreement(predicted, gold)
     return {"empty": not (flagged or votes), "flagged_replies": flagged, "rewrites": rewrites,
             "per_reply": per_reply, "arena": {"votes": votes, "decisive": decisive, "metric_separates": separated,
