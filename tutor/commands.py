@@ -155,6 +155,22 @@ def register_models(sub) -> None:
                        "files in the exports folder, checkpoints in the runs folder, and QUIMBOT_MODELS.")
     add_paths(p)
     p.set_defaults(func=cmd_models)
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    q = msub.add_parser("promote", help="make a model the learners' default",
+                        description="Make a checkpoint (hf:runs/RUN/checkpoint-N), an accepted GGUF export "
+                        "(gguf:exports/...gguf) or the bundled model (default) the learners' default: the learner "
+                        "page uses it from the next conversation on. Recorded with who and when.")
+    q.add_argument("spec", help="the model spec to promote (see `quimbot models`)")
+    q.add_argument("--by", help="who promotes (recorded)")
+    q.add_argument("--note", help="why (recorded)")
+    add_paths(q)
+    q.set_defaults(func=cmd_models_promote)
+    q = msub.add_parser("rollback", help="return to the learners' default before the last promotion",
+                        description="Undo the newest promotion: the learners' default returns to the one before "
+                        "(again and again, down to the app's own default).")
+    q.add_argument("--by", help="who rolls back (recorded)")
+    add_paths(q)
+    q.set_defaults(func=cmd_models_rollback)
 
 
 def _service(settings: Settings, default_model: str = "default"):
@@ -382,8 +398,31 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from tutor.catalog import list_models
 
-    for choice in list_models(settings_from_args(args)):
-        print(f"{choice.spec}\t{choice.label}")
+    from tutor.promotion import learners_default
+
+    settings = settings_from_args(args)
+    current = learners_default(Store.open(settings.db_path))
+    for choice in list_models(settings):
+        print(f"{choice.spec}\t{choice.label}" + ("\t[learners' default]" if choice.spec == current.spec else ""))
+    print(f"learners' default: {current.describe()}", file=sys.stderr)
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from tutor.promotion import promote
+
+    settings = settings_from_args(args)
+    done = promote(Store.open(settings.db_path), args.spec, settings, args.by, note=args.note)
+    print(f"promoted {done.spec} (promotion #{done.id}, by {done.by or 'unknown'}); before: "
+          f"{done.previous or 'the app default'}. New learner conversations use it.")
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    from tutor.promotion import rollback
+
+    settings = settings_from_args(args)
+    print(f"rolled back; learners' default: {rollback(Store.open(settings.db_path), settings, args.by).describe()}")
     return 0
 
 

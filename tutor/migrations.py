@@ -153,3 +153,22 @@ def m004_turn_writer(db: Database) -> None:
     # only when its writer is gone (its lock is free), never one another live app is still writing.
     db["turns"].add_column("writer", str)
     db["turns"].create_index(["status"])
+
+
+@migration
+def m006_promotions(db: Database) -> None:
+    # The learners' default model: every promotion and rollback is a row, the newest is in force.
+    db["promotions"].create(
+        {
+            "id": int,
+            "created_at": str,
+            "action": str,     # promote | rollback
+            "spec": str,       # the learners' default from here on; NULL: the app's own default
+            "previous": str,   # the default before (NULL: the app's own default)
+            "restores": int,   # the row a rollback of this one returns to (NULL: the app's own default)
+            "by": str,
+            "note": str,
+        },
+        pk="id",
+        not_null={"created_at", "action"},
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from core.errors import InputError, QuimbotError
 from tutor.backends import Backend, BackendPool, GenerationOptions, Message
 from tutor.feedback import Feedback
+from tutor.promotion import learners_default
 from tutor.prompts import normalize_level, system_prompt
 from tutor.specs import parse_spec
 from tutor.store import Store, TurnStatus, now
@@ -102,9 +103,26 @@ class ChatService:
     def new_conversation(self, *, model_spec: str | None = None, level: str | None = None,
                          client: str = "app", learner: str | None = None) -> int:
         return self.store.create_conversation(
-            level=normalize_level(level), model_spec=model_spec or self.default_model,
+            level=normalize_level(level), model_spec=model_spec or self.learners_default(),
             client=client, learner=learner,
         )
+
+    def learners_default(self) -> str:
+        """The model a new conversation gets when none is picked: the promoted one (tutor.promotion), else
+        the app's own default."""
+        return learners_default(self.store, self.default_model).spec
+
+    def model_for(self, conversation_id: int | None) -> str:
+        """The model a message gets when none is picked: its conversation's own (a conversation keeps its
+        model when another is promoted), or for a new conversation the learners' default."""
+        if conversation_id is not None:
+            try:
+                spec = self.store.get_conversation(conversation_id).model_spec
+            except QuimbotError:
+                spec = None  # send() reports the missing conversation itself
+            if spec:
+                return spec
+        return self.learners_default()
 
     def _suggest_flags(self, turn_id: int, conversation_id: int) -> None:
         """Store the detector's flag suggestions for a new reply; never breaks the chat."""
@@ -175,7 +193,7 @@ class ChatService:
         update's ``error`` and are logged."""
         options = options or self.default_options
         level = normalize_level(level)
-        spec_text = (model_spec or self.default_model).strip()
+        spec_text = (model_spec or self.model_for(conversation_id)).strip()
         try:
             cleaned = clean_message(text)
         except InputError as exc:

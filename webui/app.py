@@ -186,7 +186,11 @@ def build_learner_app(service: ChatService, settings: Settings, default_model: s
     """The learner's page: chat only, no flag controls."""
     with gr.Blocks(title="Quimbot") as demo:
         gr.Markdown("## Quimbot · practise English conversation")
-        chat_panel(service, settings, default_model, local=is_local(settings.host), private=True)
+        # The model picked when the page opens: the learners' default (the promoted model) as it is then.
+        panel = chat_panel(service, settings, service.learners_default, local=is_local(settings.host), private=True)
+        # A new conversation (the conversation cleared) starts on the learners' default as it is now.
+        panel.conversation.change(lambda cid: gr.update() if cid else gr.update(value=service.learners_default()),
+                                  [panel.conversation], [panel.model], api_visibility="private")
     return demo
 
 
@@ -200,6 +204,7 @@ def create_server(settings: Settings, default_model: str = "default", testers: d
         service = ChatService(Store.open(settings.db_path), BackendPool(settings), default_model=default_model)
     from fastapi.responses import RedirectResponse
 
+    from webui.compare_tab import reports_folder  # report.html links: the only files the tester view serves
     from webui.tester import build_tester_app
 
     local = is_local(settings.host)
@@ -223,7 +228,8 @@ def create_server(settings: Settings, default_model: str = "default", testers: d
 
         app.add_api_route(TESTER_PATH, to_tester_view, methods=["GET", "HEAD"], include_in_schema=False)
         app = gr.mount_gradio_app(app, tester, path=TESTER_PATH, auth=make_auth(testers) if login else None,
-                                  auth_message="Quimbot tester login", **mount)
+                                  auth_message="Quimbot tester login", allowed_paths=[str(reports_folder(settings))],
+                                  **mount)
         events[TESTER_PATH] = tester
         message = f"tester view at {TESTER_PATH}" + (" (login required)" if login else " (no login: localhost only)")
     else:

@@ -18,6 +18,7 @@ from tutor.session import ChatService
 from tutor.stage2 import export_stage2
 from tutor.store import SuggestionStatus
 from webui.chat import chat_panel, display, model_choices, render_turns
+from webui.compare_tab import compare_tab
 
 FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 REASON_CHOICES = [(f"{label} ({code})", code) for code, label in REASONS.items()]
@@ -247,6 +248,7 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
             include_system = gr.Checkbox(label="Include the system prompt", value=True)
             export = gr.Button("Export Stage 2 data", variant="primary", elem_id="export")
             export_status = gr.Markdown(elem_id="export-status")
+        compare_tab(service, settings, login, demo)  # the Compare tab (compare checkpoints, promote one)
 
         after_chat = [chat.sent, chat.submitted, chat.loaded]
         for dep in after_chat:
