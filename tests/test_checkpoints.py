@@ -102,3 +102,19 @@ def test_a_checkpoints_perplexity_is_read_from_its_run(tmp_path):
         {"step": 4, "checkpoint": "checkpoint-4", "perplexity": 4.5}]}))
     assert checkpoints.checkpoint_perplexity(ckpt) == (4, 4.5)
     assert checkpoints.checkpoint_perplexity(run / "checkpoint-8") == (8, None)
+
+
+def test_a_checkpoint_training_has_not_finished_writing_is_not_offered(tmp_path):
+    """In a quimbot run folder, provenance is written last: a checkpoint without it (being written, or cut
+    off by a crash or a cancel) is not in the picker; adapters trained elsewhere still are."""
+    runs = tmp_path / "runs"
+    run = runs / "stage2"
+    run.mkdir(parents=True)
+    (run / checkpoints.RUN_FILE).write_text("{}")
+    adapter(run / "checkpoint-2", provenance={"step": 2})
+    adapter(run / "checkpoint-4")                       # cut off: adapter written, provenance not yet
+    adapter(runs / "elsewhere" / "checkpoint-9")        # no quimbot-run.json: trained elsewhere
+    assert checkpoints.list_checkpoints(runs) == [runs / "elsewhere" / "checkpoint-9", run / "checkpoint-2"]
+    assert not checkpoints.is_complete(run / "checkpoint-4") and checkpoints.is_complete(run / "checkpoint-2")
+    specs = [c.spec for c in list_models(Settings(runs_dir=runs, exports_dir=tmp_path / "exports"))]
+    assert f"hf:{run / 'checkpoint-4'}" not in specs and f"hf:{run / 'checkpoint-2'}" in specs

@@ -69,17 +69,28 @@ def list_checkpoints(runs_dir: str | Path) -> list[Path]:
     """Every adapter folder under the runs folder, in step order: what the picker offers.
 
     Hidden folders are left out, and so is an adapter folder inside another one: PEFT saves a model's
-    extra adapters there (DPO's frozen "ref" copy of its starting adapter), which are not checkpoints."""
+    extra adapters there (DPO's frozen "ref" copy of its starting adapter), which are not checkpoints;
+    and so is a checkpoint training has not finished writing (``is_complete``)."""
     runs = Path(runs_dir)
     if not runs.is_dir():
         return []
     found = []
     for config in sorted(runs.rglob(ADAPTER_CONFIG), key=_step_key):
         folder = config.parent
-        if _hidden(folder, runs) or (folder.parent / ADAPTER_CONFIG).exists():
+        if _hidden(folder, runs) or (folder.parent / ADAPTER_CONFIG).exists() or not is_complete(folder):
             continue
         found.append(folder)
     return found
+
+
+def is_complete(folder: str | Path) -> bool:
+    """Whether training finished writing a checkpoint. In a run folder ``quimbot train`` made (one with
+    quimbot-run.json) the provenance file is the last thing written into ``checkpoint-STEP``, after the
+    adapter, optimizer and trainer state: without it the checkpoint is being written, or was cut off by a
+    crash or a cancel. Other adapter folders (trained elsewhere) count as complete."""
+    folder = Path(folder)
+    return (step_of(folder) is None or not (folder.parent / RUN_FILE).is_file()
+            or (folder / PROVENANCE_FILE).is_file())
 
 
 def list_exports(exports_dir: str | Path) -> list[Path]:

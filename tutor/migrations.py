@@ -156,6 +156,32 @@ def m004_turn_writer(db: Database) -> None:
 
 
 @migration
+def m005_jobs(db: Database) -> None:
+    # Background jobs started from the app (quimbot train ..., eval compare ...), one running at a time.
+    db["jobs"].create(
+        {
+            "id": int,
+            "kind": str,                 # train | compare
+            "argv": str,                 # JSON: the quimbot command line after "quimbot"
+            "state": str,                # running | done | failed | cancelled | stopped
+            "out_dir": str,              # the run folder (train) or the report folder (compare)
+            "log_path": str,
+            "pid": int,                  # the job's process group leader
+            "exit_code": int,
+            "started_at": str,
+            "ended_at": str,
+            "by": str,
+            "cancel_requested_at": str,
+            "cancelled_by": str,
+            "resumed_from": int,         # the job this one resumes (train --resume)
+        },
+        pk="id",
+        not_null={"kind", "argv", "state", "log_path", "started_at"},
+    )
+    db["jobs"].create_index(["state"])
+
+
+@migration
 def m006_promotions(db: Database) -> None:
     # The learners' default model: every promotion and rollback is a row, the newest is in force.
     db["promotions"].create(

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from tutor.auth import LoginLimiter, load_testers, make_auth  # noqa: F401  (load_testers, make_auth: this module's API)
 from tutor.backends import BackendPool
 from tutor.config import MAX_BODY_BYTES, Settings, allowed_host_names, is_local  # noqa: F401  (is_local: API)
+from tutor.jobs import Jobs
 from tutor.session import ChatService
 from tutor.store import Store
 from webui.chat import chat_panel, display, render_turns  # noqa: F401  (re-exported for callers)
@@ -219,7 +220,9 @@ def create_server(settings: Settings, default_model: str = "default", testers: d
     tester_enabled = bool(testers) or local
     login = bool(testers)
     if tester_enabled:
-        tester = build_tester_app(service, settings, default_model, login=login)
+        jobs = Jobs(service.store, settings)  # background jobs (Train, Compare): one runner for the app
+        jobs.reattach()  # jobs an earlier app left running: still alive stay running, the others end as stopped
+        tester = build_tester_app(service, settings, default_model, login=login, jobs=jobs)
         tester.queue(default_concurrency_limit=8)
 
         def to_tester_view(request: Request):

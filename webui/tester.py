@@ -13,12 +13,14 @@ from tutor.arena import Arena
 from tutor.catalog import check_ui_spec
 from tutor.config import Settings, is_local
 from tutor.feedback import REASONS, Feedback, FlagFilters
+from tutor.jobs import Jobs
 from tutor.prompts import DEFAULT_LEVEL, LEVELS
 from tutor.session import ChatService
 from tutor.stage2 import export_stage2
 from tutor.store import SuggestionStatus
 from webui.chat import chat_panel, display, model_choices, render_turns
 from webui.compare_tab import compare_tab
+from webui.train_tab import train_tab
 
 FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 REASON_CHOICES = [(f"{label} ({code})", code) for code, label in REASONS.items()]
@@ -34,10 +36,12 @@ def export_folder(settings: Settings, name: str) -> Path:
     return Path(settings.exports_dir) / "stage2" / name
 
 
-def build_tester_app(service: ChatService, settings: Settings, default_model: str, login: bool) -> gr.Blocks:
+def build_tester_app(service: ChatService, settings: Settings, default_model: str, login: bool,
+                     jobs: Jobs | None = None) -> gr.Blocks:
     feedback = Feedback(service.store)
     store = service.store
     arena = Arena(service)
+    jobs = jobs or Jobs(store, settings)  # the app's one runner (webui.app); its own in a test building the view
 
     def who(name: str, request: gr.Request | None) -> str:
         if login:
@@ -248,6 +252,7 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
             include_system = gr.Checkbox(label="Include the system prompt", value=True)
             export = gr.Button("Export Stage 2 data", variant="primary", elem_id="export")
             export_status = gr.Markdown(elem_id="export-status")
+        train_tab(jobs, settings, who, tester)  # the Train tab: Stage 2 runs as background jobs
         compare_tab(service, settings, login, demo)  # the Compare tab (compare checkpoints, promote one)
 
         after_chat = [chat.sent, chat.submitted, chat.loaded]

@@ -19,6 +19,7 @@ from tutor.migrations import migrate
 from tutor.store.arena import ArenaTable
 from tutor.store.database import Connection, now, open_database
 from tutor.store.flags import FlagTables
+from tutor.store.jobs import JobsTable
 from tutor.store.promotions import PromotionTable
 from tutor.store.rows import TURN_FIELDS, Conversation, ConversationSummary, Event, Turn, TurnStatus
 from tutor.store.writers import forget_writer, register_writer, writer_gone
@@ -45,6 +46,7 @@ class Store(Connection):
         self._file = next((row[2] for row in rows if row[1] == "main"), "") or ""
         self.flags = FlagTables(self)
         self.arena = ArenaTable(self)
+        self.jobs = JobsTable(self)
         self.promotions = PromotionTable(self)
 
     def writer_id(self) -> str:
