@@ -23,8 +23,8 @@ def display(text: str | None) -> str:
     return html.escape(text or "", quote=False).replace("![", "!&#91;")
 
 
-def render_turns(turns: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Stored turns -> Gradio chat messages."""
+def render_turns(turns: list[dict[str, Any]], marks: dict[int, str] | None = None) -> list[dict[str, str]]:
+    """Stored turns -> Gradio chat messages; ``marks`` (turn id -> Markdown) is shown under those replies."""
     shown = []
     for turn in turns:
         if turn["role"] == "user":
@@ -38,6 +38,8 @@ def render_turns(turns: list[dict[str, Any]]) -> list[dict[str, str]]:
                 partial = display(turn["content"]) + "\n\n" if turn["content"] else ""
                 shown.append({"role": "assistant",
                               "content": f"{partial}⚠️ {display(turn['error'] or turn['status'])}"})
+            if marks and turn["id"] in marks:
+                shown[-1]["content"] += "\n\n" + marks[turn["id"]]
     return shown
 
 
@@ -68,12 +70,13 @@ class ChatPanel:
 
 
 def chat_panel(service: ChatService, settings: Settings, default_model: str, local: bool = True,
-               private: bool = False) -> ChatPanel:
+               private: bool = False, feedback: tuple[str, ...] | None = None) -> ChatPanel:
     """Build the chat controls inside the current Blocks context and wire their events.
 
     ``private`` (the learner page): "Previous conversations" lists, and reopens, only the
     conversations started in this browser session - kept in server-side session state, which a
-    client cannot set - never other learners'. The tester view lists them all."""
+    client cannot set - never other learners'. The tester view lists them all.
+    ``feedback``: per-reply feedback options on the chat (the tester view's inline flag)."""
     store = service.store
 
     def visible(mine: list[int] | None) -> list[int] | None:
@@ -131,7 +134,7 @@ def chat_panel(service: ChatService, settings: Settings, default_model: str, loc
                 gr.update(value=conversation["level"]))
 
     def new_conversation():
-        return [], None, "", gr.update(value=None)
+        return gr.update(value=[], feedback_value=[]), None, "", gr.update(value=None)
 
     def refresh_lists(mine: list[int] | None):
         return gr.update(choices=model_choices(settings)), gr.update(choices=conversation_choices(store, visible(mine)))
@@ -150,7 +153,8 @@ def chat_panel(service: ChatService, settings: Settings, default_model: str, loc
                                elem_id="past-conversations")
             refresh = gr.Button("Refresh lists", size="sm")
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chat", sanitize_html=True)
+            chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chat", sanitize_html=True,
+                                 **({"feedback_options": feedback} if feedback else {}))
             status = gr.Markdown(elem_id="status")
             with gr.Row():
                 message = gr.Textbox(placeholder="Write to your tutor and press Enter", show_label=False,

@@ -17,7 +17,7 @@ from tutor.jobs import Jobs
 from tutor.prompts import DEFAULT_LEVEL, LEVELS
 from tutor.session import ChatService
 from tutor.stage2 import export_stage2
-from tutor.store import SuggestionStatus
+from tutor.store import SuggestionStatus, TurnStatus
 from webui.chat import chat_panel, display, model_choices, render_turns
 from webui.compare_tab import compare_tab
 from webui.train_tab import train_tab
@@ -25,6 +25,7 @@ from webui.train_tab import train_tab
 FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 REASON_CHOICES = [(f"{label} ({code})", code) for code, label in REASONS.items()]
 QUEUE_HEADERS = ["flag", "when", "tester", "reasons", "model", "learner", "reply", "rewrite"]
+FLAG_OPTION = "Flag this reply"  # the per-reply feedback option on the tester chat: opens the flag form on it
 
 
 def export_folder(settings: Settings, name: str) -> Path:
@@ -58,7 +59,9 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
         choices = [(f"#{t.id} · {' '.join(t.content.split())[:60]}", t.id) for t in turns]
         return gr.update(choices=choices, value=choices[-1][1] if choices else None)
 
-    def show_reply(turn_id):
+    def show_reply(turn_id, preselect: bool = False, tester: str = ""):
+        """The form on one reply; ``preselect`` (the inline flag) ticks the open suggestions and their reasons,
+        or fills in the tester's own flag on it when there is one."""
         if not turn_id:
             return "", gr.update(choices=[], value=[]), [], gr.update(value=[]), "", ""
         turn_id = int(turn_id)
@@ -69,7 +72,53 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
         choices = [(f"{REASONS[s['reason']]}", s["id"]) for s in open_ones]
         flags = feedback.flags_for_turn(turn_id)
         rows = [[f["id"], f["tester"], ", ".join(f["reasons"]), f["note"] or "", f["rewrite"] or ""] for f in flags]
-        return text, gr.update(choices=choices, value=[]), rows, gr.update(value=[]), "", ""
+        if not preselect:
+            return text, gr.update(choices=choices, value=[]), rows, gr.update(value=[]), "", ""
+        mine = next((f for f in flags if tester and f.tester == tester), None)
+        ticked = mine.reasons if mine else sorted({s.reason for s in open_ones})
+        return (text, gr.update(choices=choices, value=[s.id for s in open_ones]), rows, gr.update(value=ticked),
+                (mine.note or "") if mine else "", (mine.rewrite or "") if mine else "")
+
+    def marked_chat(conversation_id, clicked: int | None = None):
+        """The conversation with each flagged reply marked (a line under it, and its flag icon filled).
+        ``clicked``: the reply whose flag control was just used; the browser fills its icon on a click, so it
+        gets "" first and its real state from the next call (a changed value, which the browser shows)."""
+        turns = store.turns(int(conversation_id)) if conversation_id else []
+        marks, value = {}, []
+        for t in (t for t in turns if t.role == "assistant"):
+            flags = feedback.flags_for_turn(t.id) if t.status == TurnStatus.OK else []
+            value.append("" if t.id == clicked else FLAG_OPTION if flags else None)
+            if flags:
+                marks[t.id] = "**Flagged** · *" + "; ".join(f"flag #{f.id} by {display(f.tester)}: "
+                                                           + ", ".join(REASONS[r] for r in f.reasons)
+                                                           for f in flags) + "*"
+        return gr.update(value=render_turns(turns, marks), feedback_value=value)
+
+    def chat_done(conversation_id):
+        """After a reply or a reopened conversation: its flags marked, and no status left from another reply."""
+        return marked_chat(conversation_id), ""
+
+    def open_inline(conversation_id, name, data: gr.LikeData, request: gr.Request):
+        """A reply's flag control: the form opens on that reply (the message index -> its turn)."""
+        shown = [t for t in store.turns(int(conversation_id))
+                 if t.role in ("user", "assistant")] if conversation_id else []
+        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        turn = shown[index] if isinstance(index, int) and 0 <= index < len(shown) else None
+        if turn is None or turn.role != "assistant" or turn.status != TurnStatus.OK:
+            why = "it failed or is not finished" if turn is not None else "it is not in this conversation"
+            return (gr.update(), f"⚠️ This message cannot be flagged ({why}); only completed tutor replies can.",
+                    *(gr.update() for _ in range(6)), marked_chat(conversation_id, turn and turn.id))
+        try:
+            tester = who(name, request)
+        except QuimbotError:
+            tester = ""
+        choices = reply_choices(conversation_id)
+        words = " ".join(turn.content.split())
+        excerpt = display(words[:80] + ("…" if len(words) > 80 else ""))
+        return (gr.update(choices=choices["choices"], value=turn.id),
+                f"Flagging reply #{turn.id}: “{excerpt}”. The detector's suggestions are ticked; untick what is "
+                "wrong, add a rewrite, then **Save flag**.", *show_reply(turn.id, True, tester),
+                marked_chat(conversation_id, turn.id))
 
     def save_flag(turn_id, reasons, note, rewrite, name, request: gr.Request):
         try:
@@ -180,9 +229,10 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
     with gr.Blocks(title="Quimbot · tester") as demo:
         gr.Markdown("## Quimbot · tester view")
         with gr.Tab("Chat & flag"):
-            chat = chat_panel(service, settings, default_model, local=is_local(settings.host))
-            with gr.Group():
-                gr.Markdown("### Flag a reply")
+            chat = chat_panel(service, settings, default_model, local=is_local(settings.host),
+                              feedback=(FLAG_OPTION,))
+            with gr.Group(elem_id="flag-form"):
+                gr.Markdown("### Flag a reply\nUse the flag icon under a tutor reply, or pick the reply here.")
                 with gr.Row():
                     with gr.Column():
                         reply = gr.Dropdown(label="Reply", choices=[], elem_id="flag-turn", allow_custom_value=True)
@@ -255,12 +305,16 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
         train_tab(jobs, settings, who, tester)  # the Train tab: Stage 2 runs as background jobs
         compare_tab(service, settings, login, demo)  # the Compare tab (compare checkpoints, promote one)
 
-        after_chat = [chat.sent, chat.submitted, chat.loaded]
-        for dep in after_chat:
-            dep.then(reply_choices, [chat.conversation], [reply])
         reply_outputs = [suggestions_md, suggestions, flags_table, reasons, note, rewrite]
-        reply.change(show_reply, [reply], reply_outputs)
-        save.click(save_flag, [reply, reasons, note, rewrite, tester], [flag_status, flags_table], api_name="flag")
+        for dep in (chat.sent, chat.submitted, chat.loaded):
+            dep.then(reply_choices, [chat.conversation], [reply]).then(show_reply, [reply], reply_outputs).then(
+                chat_done, [chat.conversation], [chat.chatbot, flag_status])
+        reply.input(show_reply, [reply], reply_outputs)
+        chat.chatbot.like(open_inline, [chat.conversation, tester], [reply, flag_status, *reply_outputs, chat.chatbot],
+                          api_visibility="private").then(marked_chat, [chat.conversation], [chat.chatbot]).then(
+            None, js="() => document.getElementById('flag-form')?.scrollIntoView({behavior: 'smooth'})")
+        save.click(save_flag, [reply, reasons, note, rewrite, tester], [flag_status, flags_table], api_name="flag").then(
+            marked_chat, [chat.conversation], [chat.chatbot])
         def confirm_ticked(turn_id, suggestion_ids, name, request: gr.Request):
             return decide(turn_id, suggestion_ids, name, True, request)
 
@@ -268,9 +322,11 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
             return decide(turn_id, suggestion_ids, name, False, request)
 
         decided = [flag_status, suggestions_md, suggestions, flags_table]
-        confirm.click(confirm_ticked, [reply, suggestions, tester], decided, api_name="confirm_suggestions")
+        confirm.click(confirm_ticked, [reply, suggestions, tester], decided, api_name="confirm_suggestions").then(
+            marked_chat, [chat.conversation], [chat.chatbot])
         dismiss.click(dismiss_ticked, [reply, suggestions, tester], decided, api_name="dismiss_suggestions")
-        remove.click(remove_flag, [reply, remove_id, tester], [flag_status, flags_table], api_name="remove_flag")
+        remove.click(remove_flag, [reply, remove_id, tester], [flag_status, flags_table], api_name="remove_flag").then(
+            marked_chat, [chat.conversation], [chat.chatbot])
         filter_inputs = [f_reason, f_model, f_tester, f_from, f_to]
         apply.click(review, filter_inputs, [queue, per_reason, per_checkpoint, summary], api_name="review")
         open_btn.click(open_flag, [open_id], [dialogue, flag_info], api_name="open_flag")
