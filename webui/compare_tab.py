@@ -298,7 +298,7 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
             models = gr.CheckboxGroup(label="Models to compare (pre-ticked: the newest run's checkpoints, the base "
                                       "model and the learners' default)", choices=[], elem_id="compare-models", scale=4)
             with gr.Column(scale=1, min_width=200):
-                limit = gr.Number(label="Prompts per model", value=12, precision=0, minimum=1, maximum=MAX_PROMPTS,
+                limit = gr.Number(label=f"Prompts per model (1-{MAX_PROMPTS})", value=12, precision=0,
                                   elem_id="compare-limit")
                 name = gr.Textbox(label="Your name", value="tester", visible=not login, elem_id="compare-name")
                 start = gr.Button("Run comparison", variant="primary", elem_id="compare-run")
@@ -319,7 +319,8 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
         plot = gr.Image(label="Perplexity and pedagogy per training step", type="filepath", visible=False,
                         interactive=False, elem_id="compare-plot", height=320)
         with gr.Row():
-            error_type = gr.Dropdown(label="Error type", choices=[ALL], value=ALL, elem_id="compare-error-type")
+            error_type = gr.Dropdown(label="Error type", choices=[ALL], value=ALL, allow_custom_value=True,
+                                     elem_id="compare-error-type")
             only_weak = gr.Checkbox(label="Only prompts with a weak reply", value=False, elem_id="compare-only-weak")
         replies = gr.HTML(elem_id="compare-replies")
         link = gr.HTML(elem_id="compare-link")
