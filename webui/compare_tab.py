@@ -296,7 +296,8 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
                     "side. Then promote the best one: learners get it from their next conversation on.")
         with gr.Row():
             models = gr.CheckboxGroup(label="Models to compare (pre-ticked: the newest run's checkpoints, the base "
-                                      "model and the learners' default)", choices=[], elem_id="compare-models", scale=4)
+                                      "model and the learners' default)", choices=model_choices(settings),
+                                      elem_id="compare-models", scale=4)
             with gr.Column(scale=1, min_width=200):
                 limit = gr.Number(label=f"Prompts per model (1-{MAX_PROMPTS})", value=12, precision=0,
                                   elem_id="compare-limit")
