@@ -146,6 +146,15 @@ def lora_runs(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.browser
+def test_paths_given_before_the_models_sub_command_are_kept(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("QUIMBOT_DB", raising=False)
+    db = tmp_path / "given.db"
+    assert main(["models", "--db", str(db), "rollback", "--by", "ana"]) == 2
+    assert "Nothing to roll back" in capsys.readouterr().err
+    assert db.exists() and not (tmp_path / "var").exists()  # not the default ./var/quimbot.db
+
+
 def test_learner_gets_the_promoted_model_from_the_next_conversation(tmp_path, lora_runs):
     from conftest import app_server
     from test_browser import CHROMIUM, FLAGS

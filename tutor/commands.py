@@ -21,11 +21,16 @@ SPEC_HELP = (
 )
 
 
-def add_paths(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, help="SQLite conversation log (env QUIMBOT_DB, default ./var/quimbot.db)")
-    parser.add_argument("--runs-dir", type=Path, help="training runs folder (env QUIMBOT_RUNS_DIR, default ./runs)")
+def add_paths(parser: argparse.ArgumentParser, nested: bool = False) -> None:
+    """--db, --runs-dir, --exports-dir. ``nested``: on a sub-command of a command that has them too, so an
+    option not given here leaves the one given before the sub-command (``models --db X promote``)."""
+    unset = {"default": argparse.SUPPRESS} if nested else {}
+    parser.add_argument("--db", type=Path, help="SQLite conversation log (env QUIMBOT_DB, default ./var/quimbot.db)",
+                        **unset)
+    parser.add_argument("--runs-dir", type=Path, help="training runs folder (env QUIMBOT_RUNS_DIR, default ./runs)",
+                        **unset)
     parser.add_argument("--exports-dir", type=Path,
-                        help="exports folder (env QUIMBOT_EXPORTS_DIR, default ./exports)")
+                        help="exports folder (env QUIMBOT_EXPORTS_DIR, default ./exports)", **unset)
 
 
 def add_generation(parser: argparse.ArgumentParser) -> None:
@@ -163,13 +168,13 @@ def register_models(sub) -> None:
     q.add_argument("spec", help="the model spec to promote (see `quimbot models`)")
     q.add_argument("--by", help="who promotes (recorded)")
     q.add_argument("--note", help="why (recorded)")
-    add_paths(q)
+    add_paths(q, nested=True)
     q.set_defaults(func=cmd_models_promote)
     q = msub.add_parser("rollback", help="return to the learners' default before the last promotion",
                         description="Undo the newest promotion: the learners' default returns to the one before "
                         "(again and again, down to the app's own default).")
     q.add_argument("--by", help="who rolls back (recorded)")
-    add_paths(q)
+    add_paths(q, nested=True)
     q.set_defaults(func=cmd_models_rollback)
 
 

@@ -140,11 +140,12 @@ def clean_log(text: str) -> str:
     return "\n".join(line.rsplit("\r", 1)[-1] for line in (text or "").splitlines() if line.strip())
 
 
-def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.Blocks) -> None:
-    """Build the Compare tab inside the tester view's Blocks (``demo``) and wire its events."""
+def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.Blocks, runner=None) -> None:
+    """Build the Compare tab inside the tester view's Blocks (``demo``) and wire its events. ``runner``: the
+    app's one tutor.jobs.Jobs (the Train tab's too); made here when the view is built without one."""
     store = service.store
     local = is_local(settings.host)
-    jobs_cache: list = []
+    jobs_cache: list = [runner] if runner is not None else []
 
     def jobs():
         if not jobs_cache:

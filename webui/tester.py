@@ -303,7 +303,7 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
             export = gr.Button("Export Stage 2 data", variant="primary", elem_id="export")
             export_status = gr.Markdown(elem_id="export-status")
         train_tab(jobs, settings, who, tester)  # the Train tab: Stage 2 runs as background jobs
-        compare_tab(service, settings, login, demo)  # the Compare tab (compare checkpoints, promote one)
+        compare_tab(service, settings, login, demo, jobs)  # the Compare tab (compare checkpoints, promote one)
 
         reply_outputs = [suggestions_md, suggestions, flags_table, reasons, note, rewrite]
         for dep in (chat.sent, chat.submitted, chat.loaded):
