@@ -24,9 +24,19 @@ def flag_controls(page):
 
 def click_flag(page, n: int) -> None:
     """The flag control of the n-th tutor reply: its flag icon, then the option it offers."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     control = flag_controls(page).nth(n)
-    control.locator("button[aria-label='Feedback']").hover()
-    control.get_by_role("button", name="Flag this reply").click()
+    option = control.get_by_role("button", name="Flag this reply")
+    for _ in range(3):  # the option shows while the icon is hovered; a chat scrolling under the pointer hides it
+        control.scroll_into_view_if_needed()
+        control.locator("button[aria-label='Feedback']").hover()
+        try:
+            option.click(timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    option.click(timeout=5_000)
 
 
 def chatbot_props(url: str) -> dict:
