@@ -211,5 +211,7 @@ def test_learner_gets_the_promoted_model_from_the_next_conversation(tmp_path, lo
         assert promoted[1] == f"hf:{ckpt}" and promoted[2] == str(ckpt)  # the turn's checkpoint says which answered
         page.reload()
         page.locator("#model input").wait_for(timeout=60_000)
-        assert "checkpoint-4" in page.locator("#model input").input_value()
+        # the model box is filled by the page's load event (the learners' default as it is now), after it renders
+        page.wait_for_function("() => document.querySelector('#model input').value.includes('checkpoint-4')",
+                               timeout=30_000)
         browser.close()

@@ -126,8 +126,9 @@ def test_bad_model_spec_is_reported_and_logged(service, spec, message):
     user, reply = service.store.turns(last.conversation_id)
     assert user["status"] == "ok" and user["content"] == "Hello, I am fine"
     assert reply["status"] == "error" and message in reply["error"]
-    # The same conversation continues on a working model.
-    _, ok = run(service, "Hello again", conversation_id=last.conversation_id)
+    # The same conversation continues on a working model, once one is picked (with none picked a
+    # conversation keeps its own model: tutor.session.ChatService.model_for).
+    _, ok = run(service, "Hello again", conversation_id=last.conversation_id, model_spec="default")
     assert ok.error is None and ok.text
     assert [m["content"] for m in service.history(last.conversation_id)][0] == "Hello again"
 
