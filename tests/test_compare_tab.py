@@ -115,6 +115,46 @@ def test_a_comparison_runs_as_a_background_job(tmp_path, compared):
         assert status == "" and [folder for _, folder in reports["choices"]][0] == out_dir  # newest first
 
 
+def test_a_report_made_after_the_page_was_built_is_read_and_nothing_outside_the_reports_folder(tmp_path, compared):
+    exports = tmp_path / "exports"
+    reports = exports / "compare"
+    shutil.copytree(compared["out"], reports / "first")  # the one report, whichever tests ran before
+    env = {"QUIMBOT_RUNS_DIR": str(compared["root"] / "runs"), "QUIMBOT_EXPORTS_DIR": str(exports)}
+    with app_server(tmp_path, env=env) as app:
+        client = app["client"]("tester/")
+        client.predict(api_name="/compare_load")  # as the page does when it opens: the list holds "first"
+        later = reports / "later"
+        shutil.copytree(reports / "first", later)  # a comparison that finished after that
+        for caller in (client, app["client"]("tester/")):  # the open page's session, and a new one
+            status, rec, summary, *_, link, _ = caller.predict(str(later), "all error types", False,
+                                                                api_name="/compare_report")
+            assert status.startswith("Report `later`: 3 prompts, 2 models") and "Recommended" in rec, status
+            assert len(summary["data"]) == 2 and str(later / "report.html") in link
+        href = link.split("href='")[1].split("'")[0]
+        assert httpx.get(app["url"] + "tester/" + href, timeout=30).status_code == 200
+
+        outside = tmp_path / "outside"
+        shutil.copytree(reports / "first", outside)  # a finished report, but not in the reports folder
+        (reports / "link").symlink_to(outside, target_is_directory=True)
+        unfinished = reports / "unfinished"
+        unfinished.mkdir()
+        shutil.copy(reports / "first" / "report.json", unfinished)  # no report.html: still being written
+        refused = {str(outside): "is not a report of the Compare tab",
+                   f"{reports}/later/../../outside": "is not a report of the Compare tab",
+                   f"{reports}/../compare/later": "is not a report of the Compare tab",
+                   str(reports / "link"): "is not a report of the Compare tab",
+                   str(reports): "is not a report of the Compare tab",
+                   "later": "is not a report of the Compare tab",
+                   str(unfinished): "holds no finished report"}
+        for folder, why in refused.items():
+            status, rec, summary, plot, _, replies, link, _ = client.predict(folder, "all error types", False,
+                                                                             api_name="/compare_report")
+            assert status.startswith("⚠️") and why in status, (folder, status)
+            assert rec == "" and replies == "" and link == "" and not any(summary.get("data") or [])
+        _, _, reports_list, *_ = client.predict(api_name="/compare_load")
+        assert sorted(folder for _, folder in reports_list["choices"]) == [str(reports / "first"), str(later)]
+
+
 def test_replies_filter_by_error_type_and_weak_replies(compared):
     from webui.compare_tab import ALL, error_types, replies_html
 

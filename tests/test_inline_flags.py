@@ -165,3 +165,80 @@ def test_inline_flag_refuses_a_failed_reply_and_shows_flags_as_text(tmp_path, pa
     db = sqlite3.connect(tmp_path / "app.db")
     assert db.execute("SELECT count(*) FROM flags").fetchone()[0] == 1  # the refused click added nothing
     db.close()
+
+
+RED_PEN_REPLY = ("That is wrong. The correct form is \"went\", not \"go\". Remember: the past tense of go is went. "
+                 "You should say: Yesterday I went to the store.")
+
+
+def seeded_replies(db_path, learners: list[str]) -> list[tuple[int, list[str]]]:
+    """One conversation a learner message, each answered with a red-pen reply whose detector suggestions are
+    stored (as the app stores them after a reply), written before the app starts. (turn id, suggested reasons)."""
+    from tutor.feedback import Feedback
+    from tutor.store import Store
+
+    store = Store.open(db_path)
+    feedback, out = Feedback(store), []
+    for learner in learners:
+        cid = store.create_conversation(level="beginner", model_spec="default", client="test")
+        store.add_turn(cid, "user", learner)
+        turn = store.add_turn(cid, "assistant", RED_PEN_REPLY, model_spec="default", level="beginner")
+        out.append((turn, sorted(s.reason for s in feedback.suggest(turn))))
+    store.db.conn.close()
+    return out
+
+
+def suggestion_states(db, turn_id: int) -> dict[str, tuple[str, str | None]]:
+    return {reason: (status, by) for reason, status, by in
+            db.execute("SELECT reason, status, decided_by FROM suggestions WHERE turn_id = ?", [turn_id])}
+
+
+def test_saving_a_flag_confirms_the_suggestions_it_gives_inline_and_below_the_chat(tmp_path, page):
+    from conftest import app_server
+
+    (inline, suggested), (below, _) = seeded_replies(tmp_path / "app.db", ["inline one: Yesterday I go to the store",
+                                                                          "below one: Yesterday I go to the store"])
+    assert suggested == ["no_follow_up", "red_pen", "rule_dump"], suggested  # the detector's verdict on the reply
+    with app_server(tmp_path, "--max-tokens", "8") as app:
+        page.goto(app["url"] + "tester/")
+        page.locator("#message textarea").wait_for(timeout=60_000)
+        page.locator("#past-conversations input").click()
+        page.get_by_role("option").filter(has_text="inline one").first.click()
+        page.wait_for_function("() => document.querySelector('#chat').innerText.includes('The correct form')",
+                               timeout=60_000)
+        click_flag(page, 0)
+        page.wait_for_function(f"() => document.querySelector('#flag-status').innerText.includes('Flagging reply "
+                               f"#{inline}')", timeout=60_000)
+        reasons = page.locator("#flag-reasons label")
+        ticked = sorted(reasons.nth(i).inner_text().rsplit("(", 1)[1].rstrip(")") for i in range(reasons.count())
+                        if reasons.nth(i).locator("input").is_checked())
+        assert ticked == suggested  # the detector's suggestions, pre-ticked
+        reasons.filter(has_text="(rule_dump)").locator("input").uncheck()  # the tester disagrees with one
+        page.locator("#flag-rewrite textarea").fill("Oh, you went to the store yesterday? What did you buy?")
+        page.locator("#tester-name textarea, #tester-name input").first.fill("inline-tester")
+        page.locator("#save-flag").click()
+        page.wait_for_function("() => document.querySelector('#flag-status').innerText.includes(\"Confirmed the "
+                               "detector's suggestion(s)\")", timeout=60_000)
+        status = page.locator("#flag-status").inner_text()
+        assert "Saved flag #1" in status and "red-pen" in status and "no follow-up" in status
+        assert "rule dump" not in status
+        page.wait_for_function("() => document.querySelector('#suggestions').innerText.includes('(confirmed)')",
+                               timeout=60_000)
+        open_boxes = page.locator("#suggestion-ids label")
+        assert open_boxes.count() == 1 and "rule dump" in open_boxes.first.inner_text()  # still open, not dismissed
+        page.screenshot(path=str(tmp_path / "inline-confirmed.png"), full_page=True)
+
+        # The form below the chat saves through the same function: a suggested reason it gives is confirmed.
+        client = app["client"]("tester/")
+        status, _ = client.predict(below, ["red_pen", "other"], "lectures", "", "form-tester", api_name="/flag")
+        assert status == "Saved flag #2. Confirmed the detector's suggestion(s): explicit “red-pen” correction."
+
+    db = sqlite3.connect(tmp_path / "app.db")
+    assert suggestion_states(db, inline) == {"red_pen": ("confirmed", "inline-tester"),
+                                             "no_follow_up": ("confirmed", "inline-tester"),
+                                             "rule_dump": ("open", None)}
+    assert suggestion_states(db, below) == {"red_pen": ("confirmed", "form-tester"), "no_follow_up": ("open", None),
+                                            "rule_dump": ("open", None)}
+    flags = {turn: json.loads(reasons) for turn, reasons in db.execute("SELECT turn_id, reasons FROM flags")}
+    db.close()
+    assert flags == {inline: ["no_follow_up", "red_pen"], below: ["other", "red_pen"]}

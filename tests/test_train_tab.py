@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import app_server
 from test_browser import CHROMIUM, FLAGS
-from test_train import stage2_rows, write_jsonl
+from test_train import preference_rows, stage2_rows, write_jsonl
+
+from core.hashing import content_hash
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 JOB_WAIT_S = 900
@@ -106,4 +108,97 @@ def test_train_tab_checks_the_data_refuses_bad_exports_and_runs_a_stage2_job(tmp
             assert page.locator("#train-start").is_enabled() and page.locator("#train-resume").is_disabled()
             assert page.locator("#train-cancel").is_disabled()
             page.screenshot(path=str(artifacts() / "train_tab.png"), full_page=True)
+            browser.close()
+
+
+def too_long(row: dict, words: int = 400) -> dict:
+    """The row with its last reply (or chosen reply) made longer than training's 320 tokens, hashed again."""
+    replies = row["messages"] if "messages" in row else row["chosen"]
+    replies[-1]["content"] = " ".join(f"word{i}" for i in range(words))
+    row["metadata"].pop("content_hash", None)
+    row["metadata"]["content_hash"] = content_hash(row)
+    return row
+
+
+def test_the_train_tab_refuses_rows_longer_than_training_allows_before_start(tmp_path):
+    folder = tmp_path / "exports" / "stage2" / "long"
+    folder.mkdir(parents=True)
+    sft = stage2_rows(6)
+    sft[2], sft[4] = too_long(sft[2]), too_long(sft[4], 600)   # lines 3 and 5
+    write_jsonl(folder / "sft.jsonl", sft)
+    preference = preference_rows(4)
+    preference[1] = too_long(preference[1])                    # line 2
+    write_jsonl(folder / "preference.jsonl", preference)
+    with app_server(tmp_path, env=ONE_THREAD) as app:
+        client = app["client"]("tester/")
+        text, _ = client.predict("export:long", "sft", api_name="/train_check")
+        assert "**SFT** `sft.jsonl`: 6 rows, ✅ passes the schema gate" in text  # the gate alone would let it by
+        assert "Ready" not in text and "2 row(s) too long to train on" in text, text
+        assert "longer than training's limit of 320 tokens" in text  # data/train_default.toml's max_length
+        lines = re.findall(r"`([^`]+):(\d+)` \(([\d,]+) tokens\)", text)
+        assert [(Path(p).name, int(n)) for p, n, _ in lines] == [("sft.jsonl", 3), ("sft.jsonl", 5)], text
+        assert all(int(tokens.replace(",", "")) > 320 for _, _, tokens in lines)
+        text, _ = client.predict("export:long", "dpo", api_name="/train_check")
+        assert "1 row(s) too long to train on" in text and "preference.jsonl:2`" in text and "Ready" not in text
+
+        status, job_md, *_ = client.predict("export:long", "", "sft", 2, 5e-4, 2, "too-long", "ana",
+                                            api_name="/train_start")
+        assert status.startswith("⛔ **2 row(s) too long") and "Nothing was started." in status, status
+        assert job_md == "No training job yet." and not (tmp_path / "runs").exists()
+
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(app["url"] + "tester/", timeout=60_000)
+            page.get_by_role("tab", name="Train").click(timeout=30_000)
+            page.locator("#train-check").get_by_text("too long to train on").wait_for(timeout=120_000)
+            assert "sft.jsonl:3" in page.locator("#train-check").inner_text()
+            assert page.locator("#train-start").is_disabled()
+            page.screenshot(path=str(artifacts() / "train_tab_too_long.png"), full_page=True)
+            browser.close()
+
+
+def test_a_train_tab_built_before_any_export_offers_a_new_one_without_a_restart(tmp_path):
+    with app_server(tmp_path, env=ONE_THREAD) as app:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(app["url"] + "tester/", timeout=60_000)
+            page.get_by_role("tab", name="Train").click(timeout=30_000)
+            page.locator("#train-check").get_by_text("not built yet").wait_for(timeout=60_000)
+            source = page.locator("#train-source input")
+            assert source.input_value().startswith("mix ")  # no export yet: only the mix config
+
+            (tmp_path / "exports" / "stage2" / "flags").mkdir(parents=True)
+            write_jsonl(tmp_path / "exports" / "stage2" / "flags" / "sft.jsonl", stage2_rows(8))
+            # A new API session is checked against the lists as they are now, not as the page was built.
+            text, _ = app["client"]("tester/").predict("export:flags", "sft", api_name="/train_check")
+            assert "Ready: SFT" in text, text
+            # The open page: back on the tab, the new export is offered and picked (the tester picked none).
+            page.get_by_role("tab", name="Chat & flag").click(timeout=30_000)
+            page.get_by_role("tab", name="Train").click(timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#train-source input').value === 'export flags'",
+                                   timeout=60_000)
+            page.locator("#train-check").get_by_text("Ready: SFT").wait_for(timeout=120_000)
+            assert page.locator("#train-start").is_enabled()
+            # A page opened now (its load event reads the lists) offers it before the tab is opened.
+            page.reload()
+            page.get_by_role("tab", name="Train").click(timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#train-source input').value === 'export flags'",
+                                   timeout=60_000)
+            # A pick of the tester's is kept when the lists are read again, even with a newer export.
+            source.click()
+            page.get_by_role("option").filter(has_text="mix ").first.click()
+            page.locator("#train-check").get_by_text("not built yet").wait_for(timeout=60_000)
+            (tmp_path / "exports" / "stage2" / "newer").mkdir()
+            write_jsonl(tmp_path / "exports" / "stage2" / "newer" / "sft.jsonl", stage2_rows(4))
+            page.locator("#train-refresh").click()
+            source.click()
+            page.get_by_role("option").filter(has_text="export newer").wait_for(timeout=60_000)
+            page.keyboard.press("Escape")
+            assert source.input_value().startswith("mix ")
             browser.close()

@@ -41,25 +41,43 @@ def reports_folder(settings: Settings) -> Path:
 
 def finished_reports(settings: Settings, skip: str | None = None) -> list[tuple[str, str]]:
     """(label, folder) of every finished report (report.json and report.html written), newest first; ``skip``
-    is the folder of a comparison still running."""
+    is the folder of a comparison still running. A link to a folder elsewhere is no report of the tab."""
     root = reports_folder(settings)
     found = []
     if root.is_dir():
         for folder in root.iterdir():
-            if (folder.is_dir() and not folder.name.startswith(".") and (folder / "report.json").is_file()
+            if (folder.is_dir() and not folder.is_symlink() and not folder.name.startswith(".")
+                    and (folder / "report.json").is_file()
                     and (folder / "report.html").is_file() and str(folder) != skip):
                 found.append((folder.stat().st_mtime, folder))
     return [(f"{f.name} · {datetime.fromtimestamp(t).strftime('%Y-%m-%d %H:%M')}", str(f))
             for t, f in sorted(found, reverse=True)]
 
 
-def read_report(settings: Settings, folder: str) -> dict[str, Any]:
-    """A report folder's report.json; only folders inside the compare reports folder are read."""
+def report_dir(settings: Settings, folder: str) -> Path:
+    """The finished report a request names, checked when the request comes (a report made after the page was
+    built is found): a folder directly inside the compare reports folder, named without "..", that is one of
+    ``finished_reports`` now; its resolved path (a link out of the reports folder is refused)."""
     if not folder:
         raise InputError("Pick a report first (or run a comparison).")
-    path = Path(folder).resolve()
-    if not path.is_relative_to(reports_folder(settings).resolve()):
-        raise InputError(f"{folder} is not a report of the Compare tab (reports live in {reports_folder(settings)}).")
+    root = reports_folder(settings)
+    refused = InputError(f"{folder} is not a report of the Compare tab (reports live in {root}).")
+    try:
+        given = Path(str(folder))
+        path = given.resolve()
+    except (OSError, ValueError):  # a NUL byte, a loop of links
+        raise refused from None
+    if ".." in given.parts or path.parent != root.resolve():
+        raise refused
+    if str(path) not in {str(Path(f).resolve()) for _, f in finished_reports(settings)}:
+        raise InputError(f"{folder} holds no finished report (report.json and report.html): the comparison may "
+                         "still be running, or it failed. Refresh the list of reports.")
+    return path
+
+
+def read_report(settings: Settings, folder: str) -> dict[str, Any]:
+    """A report folder's report.json; only finished reports of the compare reports folder are read."""
+    path = report_dir(settings, folder)
     try:
         report = json.loads((path / "report.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -140,8 +158,9 @@ def clean_log(text: str) -> str:
     return "\n".join(line.rsplit("\r", 1)[-1] for line in (text or "").splitlines() if line.strip())
 
 
-def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.Blocks, runner=None) -> None:
-    """Build the Compare tab inside the tester view's Blocks (``demo``) and wire its events. ``runner``: the
+def compare_tab(service: ChatService, settings: Settings, who, login: bool, demo: gr.Blocks, runner=None) -> None:
+    """Build the Compare tab inside the tester view's Blocks (``demo``) and wire its events. ``who(name,
+    request)`` is the tester (the login, or the name typed on localhost), as for the other tabs; ``runner``: the
     app's one tutor.jobs.Jobs (the Train tab's too); made here when the view is built without one."""
     store = service.store
     local = is_local(settings.host)
@@ -154,16 +173,12 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
             jobs_cache.append(Jobs(store, settings))
         return jobs_cache[0]
 
-    def who(name: str, request: gr.Request | None) -> str:
-        if login:
-            user = getattr(request, "username", None)
-            if not user:
-                raise InputError("Log in first.")
-            return user
-        name = (name or "").strip()
-        if not name:
+    def named(name: str, request: gr.Request | None) -> str:
+        """The tester, who must be named here: comparisons and promotions are recorded with who did them."""
+        by = who(name, request)
+        if not by:
             raise InputError("Say who you are (your name is recorded with the promotion).")
-        return name
+        return by
 
     def current_md() -> str:
         now = learners_default(store, service.default_model)
@@ -183,7 +198,8 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
     def show_report(folder: str, error_type: str = ALL, only_weak: bool = False):
         """The report's parts: status, recommendation, summary, plot, filter, replies, link, promote choice."""
         try:
-            report = read_report(settings, folder)
+            path = report_dir(settings, folder)
+            report = read_report(settings, str(path))
         except QuimbotError as exc:
             return (f"⚠️ {display(str(exc))}", "", [], gr.update(value=None, visible=False), gr.update(), "", "",
                     gr.update())
@@ -192,15 +208,15 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
         rec_md = (f"**Recommended:** `{display(str(suggested))}` — {display(str(rec.get('why', '')))}.  \n"
                   f"<small>Rule: {display(str(report.get('rule', '')))}</small>" if suggested else
                   f"**No recommendation:** {display(str(rec.get('why', 'no model could be scored')))}.")
-        plot = Path(folder) / "checkpoints.png"
+        plot = path / "checkpoints.png"
         types = error_types(report)
         error_type = error_type if error_type in types else ALL
         specs = [m.get("spec") for m in report["models"]]
-        return (f"Report `{display(Path(folder).name)}`: {report.get('prompts', '?')} prompts, {len(specs)} models.",
+        return (f"Report `{display(path.name)}`: {report.get('prompts', '?')} prompts, {len(specs)} models.",
                 rec_md, summary_table(report),
                 gr.update(value=str(plot), visible=True) if plot.is_file() else gr.update(value=None, visible=False),
                 gr.update(choices=types, value=error_type), replies_html(report, error_type, bool(only_weak)),
-                report_link(folder), gr.update(choices=choices_with(specs + [service.learners_default()]),
+                report_link(str(path)), gr.update(choices=choices_with(specs + [service.learners_default()]),
                                                value=suggested or service.learners_default()))
 
     def filter_replies(folder: str, error_type: str, only_weak: bool):
@@ -211,7 +227,7 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
 
     def run(specs: list[str] | None, limit, name: str, request: gr.Request):
         try:
-            by = who(name, request)
+            by = named(name, request)
             if not specs:
                 raise InputError("Tick at least one model to compare.")
             checked = [check_ui_spec(spec, settings, local) for spec in specs]
@@ -256,7 +272,7 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
             running = jobs().current() if not job_id else jobs().get(int(job_id))
             if running is None or running.kind != "compare" or running.state != "running":
                 raise InputError("No comparison is running.")
-            job = jobs().cancel(running.id, who(name, request))
+            job = jobs().cancel(running.id, named(name, request))
         except (QuimbotError, ImportError) as exc:
             return f"⚠️ {display(str(exc))}"
         return job_md(job)
@@ -273,10 +289,17 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
                 gr.update(choices=choices_with([service.learners_default()]), value=preselected(service, settings)),
                 current_md(), history_rows())
 
+    def report_note(folder: str) -> str | None:
+        """The promotion's note: the report it follows, when one (still there) is picked."""
+        try:
+            return f"compare report {report_dir(settings, folder).name}" if folder else None
+        except QuimbotError:
+            return None
+
     def do_promote(spec: str, name: str, folder: str, request: gr.Request):
         try:
-            by = who(name, request)
-            note = f"compare report {Path(folder).name}" if folder else None
+            by = named(name, request)
+            note = report_note(folder)
             done = promote(store, spec, settings, by, note=note, app_default=service.default_model)
             message = f"✅ Promoted `{display(done.spec)}`: new learner conversations use it from now on."
         except QuimbotError as exc:
@@ -285,7 +308,7 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
 
     def do_rollback(name: str, request: gr.Request):
         try:
-            now = rollback(store, settings, who(name, request), app_default=service.default_model)
+            now = rollback(store, settings, named(name, request), app_default=service.default_model)
             message = f"↩️ Rolled back: new learner conversations use `{display(now.spec)}`."
         except QuimbotError as exc:
             message = f"⚠️ {display(str(exc))}"
@@ -311,7 +334,10 @@ def compare_tab(service: ChatService, settings: Settings, login: bool, demo: gr.
         timer = gr.Timer(2.0, active=False)
         gr.Markdown("### Report")
         with gr.Row():
-            report = gr.Dropdown(label="Report", choices=[], value=None, elem_id="compare-report", scale=4)
+            # allow_custom_value: a report is checked when the request comes (report_dir), so one made after the
+            # page was built (or after its last list) is read; anything else is refused there.
+            report = gr.Dropdown(label="Report", choices=[], value=None, allow_custom_value=True,
+                                 elem_id="compare-report", scale=4)
             refresh = gr.Button("Refresh", size="sm", scale=1)
         report_status = gr.Markdown(elem_id="compare-report-status")
         recommendation = gr.Markdown(elem_id="compare-recommendation")

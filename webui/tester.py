@@ -37,6 +37,21 @@ def export_folder(settings: Settings, name: str) -> Path:
     return Path(settings.exports_dir) / "stage2" / name
 
 
+def save_flag_confirming(feedback: Feedback, turn_id: int, reasons: list[str], tester: str, note: str | None = None,
+                         rewrite: str | None = None) -> tuple[int, list[str]]:
+    """Save a tester's flag on a reply (the one way both the inline flag and the form below the chat save one):
+    the detector's open suggestions whose reason the flag gives are recorded as confirmed by that tester. The
+    others stay open (saving a flag dismisses nothing; "Dismiss ticked" does). (flag id, confirmed reasons)."""
+    flag_id = feedback.flag(turn_id, reasons, tester, note=note, rewrite=rewrite)
+    given = set(feedback.get(flag_id).reasons)
+    confirmed = []
+    for suggestion in feedback.suggestions_for_turn(turn_id):
+        if suggestion.status == SuggestionStatus.OPEN and suggestion.reason in given:
+            feedback.decide(suggestion.id, True, tester)
+            confirmed.append(suggestion.reason)
+    return flag_id, confirmed
+
+
 def build_tester_app(service: ChatService, settings: Settings, default_model: str, login: bool,
                      jobs: Jobs | None = None) -> gr.Blocks:
     feedback = Feedback(service.store)
@@ -48,7 +63,7 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
         if login:
             user = getattr(request, "username", None)
             if not user:
-                raise InputError("Log in to flag replies.")
+                raise InputError("Log in as a tester first.")
             return user
         return (name or "").strip()
 
@@ -124,12 +139,20 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
         try:
             if not turn_id:
                 raise InputError("Pick the reply to flag first.")
-            flag_id = feedback.flag(int(turn_id), reasons, who(name, request), note=note, rewrite=rewrite)
+            flag_id, confirmed = save_flag_confirming(feedback, int(turn_id), reasons, who(name, request), note=note,
+                                                      rewrite=rewrite)
         except QuimbotError as exc:
             return f"⚠️ {display(str(exc))}", gr.update()
         rows = [[f["id"], f["tester"], ", ".join(f["reasons"]), f["note"] or "", f["rewrite"] or ""]
                 for f in feedback.flags_for_turn(int(turn_id))]
-        return f"Saved flag #{flag_id}.", rows
+        said = (" Confirmed the detector's suggestion(s): " + ", ".join(REASONS[r] for r in sorted(set(confirmed)))
+                + "." if confirmed else "")
+        return f"Saved flag #{flag_id}.{said}", rows
+
+    def suggestions_now(turn_id):
+        """The suggestions part of the form after a save: confirmed ones are no longer open."""
+        text, choices, *_ = show_reply(turn_id)
+        return text, choices
 
     def decide(turn_id, suggestion_ids, name, confirm: bool, request: gr.Request):
         try:
@@ -302,8 +325,8 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
             include_system = gr.Checkbox(label="Include the system prompt", value=True)
             export = gr.Button("Export Stage 2 data", variant="primary", elem_id="export")
             export_status = gr.Markdown(elem_id="export-status")
-        train_tab(jobs, settings, who, tester)  # the Train tab: Stage 2 runs as background jobs
-        compare_tab(service, settings, login, demo, jobs)  # the Compare tab (compare checkpoints, promote one)
+        train_tab(jobs, settings, who, tester, demo)  # the Train tab: Stage 2 runs as background jobs
+        compare_tab(service, settings, who, login, demo, jobs)  # the Compare tab (compare checkpoints, promote one)
 
         reply_outputs = [suggestions_md, suggestions, flags_table, reasons, note, rewrite]
         for dep in (chat.sent, chat.submitted, chat.loaded):
@@ -314,6 +337,7 @@ def build_tester_app(service: ChatService, settings: Settings, default_model: st
                           api_visibility="private").then(marked_chat, [chat.conversation], [chat.chatbot]).then(
             None, js="() => document.getElementById('flag-form')?.scrollIntoView({behavior: 'smooth'})")
         save.click(save_flag, [reply, reasons, note, rewrite, tester], [flag_status, flags_table], api_name="flag").then(
+            suggestions_now, [reply], [suggestions_md, suggestions], api_visibility="private").then(
             marked_chat, [chat.conversation], [chat.chatbot])
         def confirm_ticked(turn_id, suggestion_ids, name, request: gr.Request):
             return decide(turn_id, suggestion_ids, name, True, request)

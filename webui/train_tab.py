@@ -5,7 +5,13 @@ work is done by tutor.train_plan and tutor.jobs."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import uuid
 from datetime import datetime
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -14,7 +20,9 @@ from core.errors import QuimbotError
 from tutor.config import Settings
 from tutor.jobs import RESUMABLE, Job, Jobs, describe
 from tutor.train_plan import (
+    ROOT,
     STAGE2,
+    TRAIN_CONFIG,
     check_source,
     checkpoint_choices,
     default_run_name,
@@ -27,10 +35,17 @@ from tutor.train_plan import (
 from webui.chat import display
 
 POLL_S = 2.0
+CHECK_TIMEOUT_S = 600  # training's own data check (a dry run): seconds on this CPU, minutes for a large mix
+# How `quimbot train` words its refusal of over-long rows (train.fit.examples.apply_length_limit): read back,
+# so the tab can say it in a tester's words; any other refusal is shown as training wrote it.
+TOO_LONG = re.compile(r"(\d[\d,]*) row\(s\) are longer than max_length = ([\d,]+) tokens")
+LONG_ROW = re.compile(r"^\s+(.+):(\d+): ([\d,]+) tokens$", re.MULTILINE)
+MORE_ROWS = re.compile(r"^\s+\.\.\. and (\d+) more$", re.MULTILINE)
 INTRO = ("Train a **Stage 2** checkpoint on what testers flagged. 1. Pick the training data (a folder the "
-         "Export tab wrote) and the checkpoint to start from. 2. Check the row counts and the schema gate's "
-         "verdict. 3. Start: the run is `quimbot train sft|dpo` in its own process, one job at a time; it keeps "
-         "running if you close this page. Finished checkpoints appear in every model picker.")
+         "Export tab wrote) and the checkpoint to start from. 2. Check the row counts, the schema gate's "
+         "verdict and training's own check (every row within its token limit). 3. Start: the run is "
+         "`quimbot train sft|dpo` in its own process, one job at a time; it keeps running if you close this page. "
+         "Finished checkpoints appear in every model picker.")
 STATE_TEXT = {"running": "🔄 running", "done": "✅ done", "failed": "⛔ failed", "cancelled": "✖️ cancelled",
               "stopped": "⏸️ stopped (its process is gone: the app or the machine was restarted)"}
 
@@ -42,6 +57,53 @@ def _clock(stamp: str | None) -> str:
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _stamp(path: str | Path) -> tuple[int, int] | None:
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def training_check(settings: Settings, checked, method: str, init: str | None) -> tuple[bool, str]:
+    """Run the checks ``quimbot train sft|dpo`` makes before it trains, on the picked data and checkpoint, as
+    the Start button would run it (``--dry-run``: the schema gate, every row's token length with the run's
+    tokenizer and chat template against its ``max_length``, the base model and adapter, free disk). The web UI
+    does not import the training side: it asks the command, as the job does. (passed, what to say)."""
+    argv, _ = train_argv(settings, checked, method, init or None, max_steps=STAGE2["max_steps"],
+                         learning_rate=STAGE2["learning_rate"], save_steps=STAGE2["save_steps"],
+                         run_name=f"check-{uuid.uuid4().hex[:12]}")  # a dry run writes no run folder
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    try:
+        done = subprocess.run([sys.executable, "-m", "quimbot.cli", *argv, "--dry-run"], cwd=ROOT, env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return False, (f"⛔ Training's data check did not finish within {CHECK_TIMEOUT_S // 60} minutes. Try again "
+                       "when the machine is less busy.")
+    if done.returncode == 0:
+        counts = re.search(r"(\d+) training rows, (\d+) held out", done.stdout)
+        return True, ("training's own check passed" + (f" ({counts[1]} rows to train on, {counts[2]} held out for "
+                                                       "perplexity)" if counts else ""))
+    return False, refusal(done.stderr)
+
+
+def refusal(stderr: str) -> str:
+    """Training's refusal (its ``quimbot: error:`` message) as the tab shows it; over-long rows by file and line."""
+    marker = "quimbot: error: "
+    text = (stderr.split(marker, 1)[1] if marker in stderr else "\n".join(stderr.strip().splitlines()[-8:])).strip()
+    long = TOO_LONG.search(text)
+    if long is None:
+        return f"⛔ `quimbot train` refuses to start on this data: {display(text) or 'it failed without a message'}"
+    rows = [f"- `{display(path)}:{line}` ({tokens} tokens)" for path, line, tokens in LONG_ROW.findall(text)]
+    more = MORE_ROWS.search(text)
+    if more:
+        rows.append(f"- … and {more[1]} more")
+    return (f"⛔ **{long[1]} row(s) too long to train on**: longer than training's limit of {long[2]} tokens "
+            "(`max_length` in `data/train_default.toml`, counted with the model's tokenizer and chat template), so "
+            "training would refuse to start.\n\n" + "\n".join(rows)
+            + "\n\nShorten or remove these rows (file:line above), or export again without them; then check again.")
 
 
 def job_view(job: Job | None, others: Job | None = None) -> tuple[str, pd.DataFrame, pd.DataFrame]:
@@ -92,15 +154,19 @@ def job_view(job: Job | None, others: Job | None = None) -> tuple[str, pd.DataFr
     return "\n\n".join(lines) + busy, ppl, loss
 
 
-def train_tab(jobs: Jobs, settings: Settings, who, tester_name: gr.Textbox) -> None:
-    """The Train tab, inside the tester view's Blocks. ``who(name, request)`` is the tester (the login, or
-    the name typed on localhost); ``tester_name`` the textbox holding that name."""
+def train_tab(jobs: Jobs, settings: Settings, who, tester_name: gr.Textbox, demo: gr.Blocks) -> None:
+    """The Train tab, inside the tester view's Blocks (``demo``). ``who(name, request)`` is the tester (the
+    login, or the name typed on localhost); ``tester_name`` the textbox holding that name."""
+
+    verdicts: dict[tuple, tuple[bool, str]] = {}  # training's check of a file as it is now (Start checks afresh)
 
     def source_choices():
         return [(s.label, s.value) for s in sources(settings)]
 
-    def check(value, method):
-        """The verdict on the picked data, a run name to go with it, and Start only when it can start."""
+    def check(value, method, init=""):
+        """The verdict on the picked data (the schema gate here, then training's own check: token lengths and
+        the rest), a run name to go with it, and Start only when it can start. The lists are read now: an
+        export or checkpoint made after the page was built is found, anything not listed is refused."""
         if not value:
             return "Pick the training data first.", gr.update(), gr.update(interactive=False)
         text = ""
@@ -108,17 +174,31 @@ def train_tab(jobs: Jobs, settings: Settings, who, tester_name: gr.Textbox) -> N
             source = find_source(settings, value)
             checked = check_source(source)
             text = verdict(checked) + "\n\n"
-            checked.usable(method)
+            data = checked.usable(method)
+            key = (str(data.path), _stamp(data.path), method, init or "", _stamp(init) if init else None,
+                   _stamp(TRAIN_CONFIG))
+            if key not in verdicts:  # the same file, method and checkpoint as before: the same verdict
+                verdicts[key] = training_check(settings, checked, method, init)
+                while len(verdicts) > 64:
+                    verdicts.pop(next(iter(verdicts)))
+            passed, said = verdicts[key]
         except QuimbotError as exc:
             return f"{text}⛔ {display(str(exc))}", gr.update(), gr.update(interactive=False)
-        return (text + f"Ready: {method.upper()} on `{checked.files[method].path.name}`.",
+        if not passed:
+            return text + said, gr.update(), gr.update(interactive=False)
+        return (text + f"Ready: {method.upper()} on `{data.path.name}`; {said}.",
                 default_run_name(source, method), gr.update(interactive=True))
 
-    def refresh(value):
+    def refresh(value, picked=None, init=""):
+        """The lists as they are now (a page load, the tab opened, Refresh): the data the tester picked while it
+        is still there, else the newest export, as a tab built now would offer (``value``, the data shown, is
+        kept only as the tester's pick: the page's first value was the newest when the app started)."""
         choices = source_choices()
         values = [v for _, v in choices]
-        return (gr.update(choices=choices, value=value if value in values else (values[0] if values else None)),
-                gr.update(choices=checkpoint_choices(settings)))
+        keep = picked if picked in values else (values[0] if values else None)
+        inits = checkpoint_choices(settings)
+        return (gr.update(choices=choices, value=keep),
+                gr.update(choices=inits, value=init if init in {v for _, v in inits} else ""))
 
     def shown_job() -> tuple[Job | None, Job | None]:
         """The training job to show (the running one, else the last) and another kind's running job."""
@@ -143,6 +223,10 @@ def train_tab(jobs: Jobs, settings: Settings, who, tester_name: gr.Textbox) -> N
             checked = check_source(find_source(settings, value))
             argv, run_dir = train_argv(settings, checked, method, init or None, max_steps=max_steps,
                                        learning_rate=learning_rate, save_steps=save_steps, run_name=run_name)
+            if jobs.current() is None:  # (one running: jobs.start refuses, naming it)
+                passed, said = training_check(settings, checked, method, init or None)
+                if not passed:
+                    return f"{said}\n\nNothing was started.", *poll()
             job = jobs.start("train", argv, str(run_dir), by)
         except QuimbotError as exc:
             return f"⛔ {display(str(exc))}", *poll()
@@ -171,10 +255,14 @@ def train_tab(jobs: Jobs, settings: Settings, who, tester_name: gr.Textbox) -> N
         gr.Markdown(INTRO)
         choices = source_choices()
         with gr.Row():
+            # allow_custom_value: a value is checked against the lists as they are when it comes (find_source,
+            # train_argv), not against the choices this page was built with.
             source = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, scale=3,
-                                 label="Training data (exports/stage2/FOLDER or a mix config)", elem_id="train-source")
-            init = gr.Dropdown(choices=checkpoint_choices(settings), value="", scale=3,
+                                 allow_custom_value=True, elem_id="train-source",
+                                 label="Training data (exports/stage2/FOLDER or a mix config)")
+            init = gr.Dropdown(choices=checkpoint_choices(settings), value="", scale=3, allow_custom_value=True,
                                label="Start from checkpoint", elem_id="train-init")
+            picked = gr.State(None)  # the data the tester picked: kept when the lists are read again
             refresh_btn = gr.Button("Refresh lists", size="sm", scale=1, elem_id="train-refresh")
         check_md = gr.Markdown(elem_id="train-check")
         with gr.Row():
@@ -206,9 +294,18 @@ def train_tab(jobs: Jobs, settings: Settings, who, tester_name: gr.Textbox) -> N
 
     shown = [job_id, job_md, ppl_plot, loss_plot, log, cancel_btn, resume_btn]
     checked = [check_md, run_name, start_btn]
-    gr.on([source.change, method.change], check, [source, method], checked, api_name="train_check")
-    gr.on([tab.select, refresh_btn.click], refresh, [source], [source, init], api_name="train_refresh").then(
-        check, [source, method], checked)
+    # One training check at a time (a dry run of `quimbot train`, once per file version: see ``verdicts``).
+    checking = dict(concurrency_id="train-check", concurrency_limit=1)
+
+    def pick(data: gr.SelectData):
+        return data.value
+
+    source.select(pick, None, [picked], api_visibility="private")  # an option the tester chose
+    gr.on([source.change, method.change], check, [source, method, init], checked, api_name="train_check",
+          **checking)  # (not on a checkpoint picked: that would reset the run name; Start checks with it)
+    gr.on([tab.select, refresh_btn.click], refresh, [source, picked, init], [source, init],
+          api_name="train_refresh").then(check, [source, method, init], checked, **checking)
+    demo.load(refresh, [source, picked, init], [source, init], api_visibility="private")
     timer.tick(poll, None, shown, show_progress="hidden", api_name="train_poll")
     start_btn.click(start, [source, init, method, max_steps, learning_rate, save_steps, run_name, tester_name],
                     [status, *shown], api_name="train_start")
