@@ -8,6 +8,7 @@ after a kill in the middle of a write (a torn last line is cut off and that entr
 
 Lanes, tried in the order given for every entry:
   offline        the programmatic lane (train/data/synth.py), no model
+  offline-essay  longer real-learner-style sentences, several errors (train/data/synth_essay.py), no model
   <model spec>   any Quimbot backend: ollama:NAME (local lane), gguf:PATH / hf:... (in-process
                  lane), openrouter:NAME or openai:NAME?base_url=... (cloud lane)
 A model lane that answers HTTP 402 (no credits) is paused for the rest of the run at once; 429,
@@ -36,7 +37,7 @@ from core.errors import BackendError, QuimbotError
 from core.files import check_input, output_path
 from core.hashing import content_hash
 from core.schema import SchemaError, check_row
-from train.data import synth
+from train.data import synth, synth_essay
 from train.data.lane_throttle import RETRYABLE, SLOW_DOWN, LaneThrottle, lane_concurrency, retry_after
 from train.data.synth_seed import Seed
 from tutor.backends import GenerationOptions
@@ -74,7 +75,8 @@ class GenerateConfig:
 
     def params(self) -> dict[str, Any]:
         """What must not change between a run and its resumption (a larger n just extends the run)."""
-        return {"rotate_every": self.rotate_every, "seed": self.seed, "generator": synth.GENERATOR}
+        generator = synth_essay.GENERATOR if "offline-essay" in self.lanes else synth.GENERATOR
+        return {"rotate_every": self.rotate_every, "seed": self.seed, "generator": generator}
 
 
 @dataclass
@@ -141,11 +143,12 @@ def quality_problems(learner: str, reply: str, seed: Seed, style: str, level: st
     return problems
 
 
-class OfflineLane:
-    name = "offline"
+class OfflineLane:  # offline (short frames, synth.py) or offline-essay (synth_essay.py)
+    def __init__(self, name: str = "offline"):
+        self.name, self.module = name, synth_essay if name == "offline-essay" else synth
 
     def make(self, index: int, cfg: GenerateConfig) -> tuple[dict, list[str]]:
-        row = synth.make_row(index, cfg.seed, cfg.rotate_every)
+        row = self.module.make_row(index, cfg.seed, cfg.rotate_every)
         return row, _row_problems(row, cfg)
 
 
@@ -324,7 +327,7 @@ def run_generation(cfg: GenerateConfig, settings: Settings | None = None, progre
     report = GenerationReport(out=str(out), resumed_from=start, next_index=start)
     lanes: list[Any] = []
     for spec in cfg.lanes:
-        lanes.append(OfflineLane() if spec == "offline" else
+        lanes.append(OfflineLane(spec) if spec in ("offline", "offline-essay") else
                      ModelLane(spec, settings or Settings(), sleep, cfg.concurrency, clock))
     workers = max([lane.limit for lane in lanes if isinstance(lane, ModelLane)], default=1)
     report.concurrency = workers

@@ -15,7 +15,8 @@ def add_commands(data_sub) -> None:
         "generate", help="generate synthetic tutoring dialogues",
         description="Generate tutoring dialogues from learner-error seeds, rotating the scaffolding style "
         "(recast, elicitation, expansion, metalinguistic) every N entries. Lanes are tried in order for every "
-        "entry: 'offline' (programmatic, no model) or a model spec (ollama:NAME local lane; gguf:PATH or "
+        "entry: 'offline' (programmatic, no model), 'offline-essay' (programmatic: longer real-learner-style "
+        "sentences with several errors, one corrected per reply) or a model spec (ollama:NAME local lane; gguf:PATH or "
         "hf:... in-process lane; openrouter:NAME or openai:NAME?base_url=... cloud lane). HTTP 402 pauses a "
         "lane; 429/5xx are retried with backoff a bounded number of times. --concurrency N keeps N requests in flight "
         "per model lane (rows are still written in index order). Rerunning the same command resumes "
@@ -23,7 +24,7 @@ def add_commands(data_sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output JSONL (plus OUT.rejects.jsonl, OUT.params.json)")
     p.add_argument("--n", type=int, required=True, help="number of entries (rows + rejected entries)")
     p.add_argument("--lane", action="append", dest="lanes", metavar="LANE",
-                   help="'offline' or a model spec; repeat for fallbacks in order (default: offline)")
+                   help="'offline', 'offline-essay' or a model spec; repeat for fallbacks in order (default: offline)")
     p.add_argument("--rotate-every", type=int, default=2500, help="entries per scaffolding style (default 2500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the learner seeds and sampling (default 0)")
     p.add_argument("--retries", type=int, default=3, help="retries of a model lane on 429/5xx (default 3)")
