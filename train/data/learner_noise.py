@@ -52,7 +52,7 @@ UNCOUNTABLE = {"information", "advice", "homework", "equipment", "furniture", "k
                "luggage", "traffic", "money", "news", "evidence", "progress", "pollution", "experience",
                "work", "music", "food", "stuff", "software", "vocabulary", "transport", "scenery"}
 WRONG_PLURALS = {"people": "peoples", "children": "childrens", "women": "womens", "men": "mens",
-                 "feet": "foots", "teeth": "tooths", "persons": "persons"}
+                 "feet": "foots", "teeth": "tooths"}
 WORD_CHOICE = {  # a correct word -> what learners write instead (word choice, word form, false friends)
     "fun": "funny", "funny": "fun", "bored": "boring", "boring": "bored", "interested": "interesting",
     "excited": "exciting", "tired": "tiring", "successful": "success", "success": "succeed",
@@ -88,7 +88,7 @@ ADVERBS = ("always", "usually", "often", "sometimes", "never", "also", "really",
 GERUND_VERBS = {"enjoy", "like", "love", "hate", "avoid", "finish", "keep", "stop", "mind", "practise",
                 "practice", "consider", "suggest", "miss", "imagine"}
 INFINITIVE_VERBS = {"want", "decide", "need", "plan", "hope", "try", "learn", "forget", "choose", "refuse",
-                    "promise", "agree", "manage", "expect", "would like", "afford", "prefer"}
+                    "promise", "agree", "manage", "expect", "afford", "prefer"}
 _VOWELS = "aeiou"
 
 
@@ -264,8 +264,7 @@ def preposition(toks: list[Tok], rng: random.Random) -> Injected | None:
 
 
 def plural(toks: list[Tok], rng: random.Random) -> Injected | None:
-    i = _pick(rng, toks, lambda i, t: t.role in ("rest", "subj") and _bare(t.text) in WRONG_PLURALS
-              and WRONG_PLURALS[_bare(t.text)] != _bare(t.text))
+    i = _pick(rng, toks, lambda i, t: t.role in ("rest", "subj") and _bare(t.text) in WRONG_PLURALS)
     if i is not None and rng.random() < 0.4:
         _set(toks[i], WRONG_PLURALS[_bare(toks[i].text)])
         return Injected("plural", toks[i].clause)
