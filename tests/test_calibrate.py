@@ -10,7 +10,7 @@ from core.errors import QuimbotError
 from train.evaluate import calibrate as cal
 from train.evaluate.compare import recommend_calibrated, to_markdown
 from train.evaluate.corrections import reply_takes_up, telling
-from train.evaluate.pedagogy import detokenize
+from train.evaluate.references import detokenize
 from tutor.feedback import Feedback
 from tutor.learner_errors import LearnerError
 from tutor.store import Store

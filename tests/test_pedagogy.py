@@ -12,14 +12,13 @@ from train.evaluate.diversity import follow_up_diversity
 from train.evaluate.judge import JUDGE_DIMENSIONS, judge_messages, judge_reply, parse_judge
 from train.evaluate.pedagogy import (
     aggregate,
-    detokenize,
     learner_asks,
-    reference_corrections,
     score_prompt,
     score_prompt_set,
     score_reply,
 )
 from train.evaluate.prompt_sets import PromptSetError, load_prompts
+from train.evaluate.references import detokenize, reference_corrections
 from tutor.learner_errors import LearnerError, find_errors
 from tutor.teaching.overt import count_grammar_terms
 from tutor.teaching.words import tutor_side

@@ -22,7 +22,7 @@ Two kinds of human judgement:
 
    A row has either ``corrections`` (short corrected forms, as in the prompt set) or ``references``
    (whole corrected sentences, as JFLEG has; the corrected forms then come from
-   ``pedagogy.reference_corrections``, so the JFLEG path is calibrated too).
+   ``references.reference_corrections``, so the JFLEG path is calibrated too).
 
 2. **Tester verdicts in the conversation log** (``tester_agreement``): a flagged reply is a "bad"
    verdict, a tester's rewrite of it a "good" one; an arena vote says which of two replies was the
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import QuimbotError
-from train.evaluate import pedagogy, prompt_sets
+from train.evaluate import pedagogy, prompt_sets, references
 
 CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "data" / "calibration"
 TUNE_PATH = CALIBRATION_DIR / "tune.jsonl"
@@ -105,8 +105,8 @@ def _row_problem(row: object) -> str | None:
 def row_prompt(row: Mapping[str, Any]) -> dict[str, Any]:
     """A labelled row as a prompt-set row (``pedagogy.score_prompt``); references become corrections."""
     if "references" in row:
-        corrections = pedagogy.reference_corrections(row["learner"], row["references"])
-        learner = pedagogy.detokenize(row["learner"])
+        corrections = references.reference_corrections(row["learner"], row["references"])
+        learner = references.detokenize(row["learner"])
     else:
         corrections, learner = list(row["corrections"]), row["learner"]
     return {"id": row["id"], "learner": learner, "level": row["level"], "context": row.get("context", []),

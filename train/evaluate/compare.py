@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from train.evaluate import pedagogy
+from train.evaluate import pedagogy, references
 from tutor.backends import GenerationOptions, load_backend
 from tutor.checkpoints import checkpoint_perplexity
 from tutor.config import Settings
@@ -156,7 +156,8 @@ def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings
         per_reply = [pedagogy.score_prompt(p, r) for p, r in zip(prompts, replies)]
         step, ppl = known_perplexity(spec)
         models.append({"spec": spec, "step": step, "perplexity": ppl, "replies": replies,
-                       "per_reply": [m.as_dict() for m in per_reply], "metrics": pedagogy.aggregate(per_reply)})
+                       "per_reply": [m.as_dict() for m in per_reply], "metrics": pedagogy.aggregate(per_reply),
+                       "by_error_type": pedagogy.by_error_type(prompts, per_reply)})
     calibration = _calibration(settings)
     candidates, gate = dialogue_gate(models, dialogues) if dialogues else (models, None)
     recommendation = recommend_calibrated(candidates, rule, calibration)
@@ -201,6 +202,23 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def error_type_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per kind of error: how many turns have one, then per model the share of those turns whose
+    reply takes up a correction of that kind and the share of good moves ("takes up / good")."""
+    kinds: dict[str, int] = {}
+    for m in report["models"]:
+        for kind, row in (m.get("by_error_type") or {}).items():
+            kinds[kind] = max(kinds.get(kind, 0), row["n"])
+    rows = []
+    for kind in sorted(kinds, key=lambda k: (-kinds[k], k)):
+        cells = []
+        for m in report["models"]:
+            row = (m.get("by_error_type") or {}).get(kind)
+            cells.append(f"{row['takes_up']:.0%} / {row['good_move']:.0%}" if row else "–")
+        rows.append([kind, str(kinds[kind]), *cells])
+    return rows
+
+
 def to_markdown(report: dict[str, Any], plot: Path | None) -> str:
     head = ["model", "perplexity", *(label for _, label in SUMMARY), "follow-up diversity"]
     lines = [f"# Checkpoint comparison ({report['prompts']} prompts)", "",
@@ -209,6 +227,12 @@ def to_markdown(report: dict[str, Any], plot: Path | None) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report)]
     if plot:
         lines += ["", f"![perplexity and pedagogy per checkpoint]({plot.name})"]
+    types = error_type_rows(report)
+    if types:
+        head = ["error type", "turns", *(m["spec"] for m in report["models"])]
+        lines += ["", "## By error type (takes up a correction of that kind / good move)", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in types]
     from train.evaluate.calibrate import markdown_section
 
     lines += [""] + markdown_section(report.get("calibration"), report["recommendation"].get("calibration"))
@@ -246,6 +270,12 @@ def to_html(report: dict[str, Any], plot: Path | None) -> str:
     image = f"<img src='{e(plot.name)}' alt='perplexity and pedagogy per checkpoint'>" if plot else ""
     from train.evaluate.calibrate import html_section
 
+    types = error_type_rows(report)
+    if types:
+        image += ("<h2>By error type (takes up a correction of that kind / good move)</h2><table><tr>"
+                  "<th>error type</th><th>turns</th>" + "".join(f"<th>{e(m['spec'])}</th>" for m in report["models"])
+                  + "</tr>" + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in types)
+                  + "</table>")
     image += html_section(report.get("calibration"), rec.get("calibration"))
     if report.get("dialogues"):
         image += "<h2>Whole conversations</h2><table><tr><th>model</th>" + "".join(
@@ -294,15 +324,17 @@ def load_jfleg(folder: str | Path, limit: int | None = None) -> list[dict[str, A
     """Real learner sentences (JFLEG dev: dev.src and four human corrections dev.ref0-3) as a
     prompt set, read where the data is present; never copied into the project. The sentences are
     detokenized ("do n't" -> "don't"); the corrections are the corrected forms the references put
-    where the learner's words differ, each with its context (``pedagogy.reference_corrections``:
-    never a lone function word). A sentence no reference changed is a turn without an error."""
+    where the learner's words differ, each with its context (never a lone function word) and the kind of
+    error it corrects (``references.typed_reference_corrections``). A sentence no reference changed is a
+    turn without an error."""
     folder = Path(folder)
     src = (folder / "dev.src").read_text(encoding="utf-8").splitlines()
     refs = [(folder / f"dev.ref{i}").read_text(encoding="utf-8").splitlines() for i in range(4)
             if (folder / f"dev.ref{i}").exists()]
     prompts = []
     for i, sentence in enumerate(src[:limit] if limit else src):
-        corrections = pedagogy.reference_corrections(sentence, [ref[i] for ref in refs if i < len(ref)])
-        prompts.append({"id": f"jfleg-{i}", "learner": pedagogy.detokenize(sentence), "level": "intermediate",
-                        "error_type": "jfleg" if corrections else None, "corrections": corrections})
+        kinds = references.typed_reference_corrections(sentence, [ref[i] for ref in refs if i < len(ref)])
+        prompts.append({"id": f"jfleg-{i}", "learner": references.detokenize(sentence), "level": "intermediate",
+                        "error_type": "jfleg" if kinds else None, "corrections": list(kinds),
+                        "correction_types": kinds})
     return prompts

@@ -11,8 +11,9 @@ when known, the corrected forms a recast would contain (``corrections``, from th
   Only a *telling* correction counts: one with a word that is not a function word (``FUNCTION_WORDS``:
   "the", "can", "for", "you are" are in any reply). find_errors' bare "are" / "have" get the learner's next
   words ("are my neighbours"); a prompt row whose corrections are all function words is refused.
-  ``reference_corrections`` makes such forms from whole corrected sentences (JFLEG): the changed words
-  with a word of context on either side, compared after ``detokenize`` ("do n't" -> "don't").
+  ``train.evaluate.references`` makes such forms from whole corrected sentences (JFLEG): the changed
+  words with a word of context on either side, compared after ``detokenize`` ("do n't" -> "don't"), each
+  with the kind of error it corrects (``by_error_type`` breaks the figures down by it).
 - ``red_pen``: overt correction: the flag detector's red-pen phrases and ``OVERT`` ("'went well', not
   'went good'", "say 'X'", "without 'of'", "you forgot the verb", "spelling tip"), or on an error turn
   an explicit style (a lecture, a directive). A phrase that only repeats the learner's own words ("the
@@ -344,64 +345,6 @@ def score_prompt_set(prompts: Sequence[Mapping], replies: Mapping[str, str] | Se
     return [score_prompt(p, r) for p, r in zip(prompts, replies)]
 
 
-# ---------------------------------------------------------------- corrections from reference sentences
-_CLITIC = re.compile(r"(\w) (n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE)
-
-
-def detokenize(text: str) -> str:
-    """Tokenized corpus text as a person writes it: "do n't" -> "don't", "it 's" -> "it's",
-    " , " -> ", ", spaces inside brackets and quotes dropped."""
-    text = " ".join(clean(text).split())
-    text = _CLITIC.sub(r"\1\2", text)
-    text = re.sub(r"\s+([.,!?;:%)\]}])", r"\1", text)
-    text = re.sub(r"([(\[{$])\s+", r"\1", text)
-    text = re.sub(r'"\s*([^"]*?)\s*"', r'"\1"', text)
-    return text.strip()
-
-
-MAX_CHANGED_WORDS = 6  # a longer rewrite is a new sentence, not one correction a recast would contain
-
-
-def _window(ref: list[str], j1: int, j2: int, learner_text: str) -> list[str]:
-    """Corrected forms around ref[j1:j2] (the words a reference put where the learner's differ, empty for
-    a deletion): the changed words with one word of context on either side, two where one is not enough.
-    Each must carry a word that is not a function word and must not be something the learner wrote."""
-    changed = ref[j1:j2]
-    found: list[str] = []
-    for width in (1, 2):
-        left, right = ref[max(0, j1 - width):j1], ref[j2:j2 + width]
-        shapes = [changed + right, left + changed, left + changed + right] if changed else [left + right]
-        if len(changed) >= 2:
-            shapes.insert(0, changed)
-        for words in shapes:
-            form = " ".join(words)
-            if (len(words) >= 2 and telling(form) and form not in found
-                    and not re.search(r"\b" + re.escape(form) + r"\b", learner_text)):
-                found.append(form)
-        if found:
-            break
-    return found
-
-
-def reference_corrections(learner: str, references: Sequence[str]) -> list[str]:
-    """The corrected forms a recast of ``learner`` could contain, from human corrections of the whole
-    sentence (JFLEG's dev.ref0-3, or a calibration row's references). Word-level differences, compared
-    lower-case after detokenizing, punctuation-only changes ignored; each form keeps the corrected
-    context ("many parts", "in a factory", "considered the least"), never a lone function word."""
-    import difflib
-
-    words = tokens(detokenize(learner))
-    learner_text = " ".join(words)
-    forms: set[str] = set()
-    for reference in references:
-        ref = tokens(detokenize(reference))
-        for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=words, b=ref, autojunk=False).get_opcodes():
-            if op == "equal" or j2 - j1 > MAX_CHANGED_WORDS:
-                continue
-            forms.update(_window(ref, j1, j2, learner_text))
-    return sorted(forms)
-
-
 def _share(values: list[bool]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -433,3 +376,32 @@ def aggregate(metrics: Sequence[ReplyMetrics]) -> dict:
         "diversity": diversity,
         "pedagogy_score": pedagogy_score(good, diversity["diversity"]),
     }
+
+
+def prompt_error_types(prompt: Mapping) -> dict[str, tuple[str, ...]]:
+    """A prompt's telling corrected forms grouped by the kind of error they correct (a form that corrects
+    several kinds is in each group): JFLEG prompts carry each form's kinds (``correction_types``, from
+    ``train.evaluate.references``); a prompt-set row has one ``error_type`` for all its corrections."""
+    kinds = prompt.get("correction_types") or {}
+    grouped: dict[str, list[str]] = {}
+    for form in prompt.get("corrections") or []:
+        if telling(form):
+            for kind in kinds.get(form) or [prompt.get("error_type") or "given"]:
+                grouped.setdefault(kind, []).append(form)
+    return {kind: tuple(forms) for kind, forms in grouped.items()}
+
+
+def by_error_type(prompts: Sequence[Mapping], metrics: Sequence[ReplyMetrics]) -> dict[str, dict]:
+    """Per kind of error, over the turns that have one: how many (``n``), the share whose reply takes up
+    a correction *of that kind* (``takes_up``), and the share of good moves on those turns. A turn with
+    errors of several kinds counts under each; most frequent kind first."""
+    seen: dict[str, list[tuple[bool, bool]]] = {}
+    for prompt, m in zip(prompts, metrics):
+        if m.takes_up_error is None:
+            continue
+        for kind, forms in prompt_error_types(prompt).items():
+            taken = reply_takes_up(m.reply, LearnerError(kind, "", forms))
+            seen.setdefault(kind, []).append((taken, m.good_move))
+    return {kind: {"n": len(rows), "takes_up": _share([t for t, _ in rows]), "good_move": _share([g for _, g in rows])}
+            for kind, rows in sorted(seen.items(), key=lambda item: (-len(item[1]), item[0]))}
+
