@@ -103,29 +103,11 @@ def test_the_reply_never_copies_an_error_and_recasts_the_clause_that_matters_mos
             copied += 1
         if errors:
             top = max(N.PRIORITY[e.kind] for e in errors)
-            recast = [i for i, c in enumerate(sentence.clauses)
-                      if any(S.tutor_clause(c, subject).lower() in reply.lower()
-                             for subject in (sentence.subjects[i], c.subject))]
+            recast = [i for i, c in enumerate(sentence.clauses) if S.tutor_clause(c, sentence.subjects[i]).lower() in reply.lower()]
             assert recast, (learner, reply)
             assert any(N.PRIORITY[e.kind] == top and e.clause in recast for e in errors if e.clause >= 0) or \
                 all(e.clause < 0 for e in errors if N.PRIORITY[e.kind] == top), (learner, reply, errors)
     assert copied == 0
-
-
-def test_with_errors_in_both_clauses_the_tutor_often_says_the_whole_sentence_back_corrected():
-    whole = both = 0
-    for seed in range(600):
-        sentence, correct, learner, errors, reply = _reply_of(seed)
-        if len(sentence.clauses) < 2:
-            continue
-        said = [i for i, c in enumerate(sentence.clauses)
-                if any(S.tutor_clause(c, subject).lower() in reply.lower() for subject in (sentence.subjects[i], c.subject))]
-        if len({e.clause for e in errors if e.clause >= 0}) == 2:
-            both += 1
-            whole += said == [0, 1]
-        else:
-            assert len(said) == 1, (learner, reply)  # one error's clause: only that clause is recast
-    assert both >= 40 and 0.45 <= whole / both <= 0.75, (whole, both)
 
 
 def test_replies_pass_the_detector_and_ask_about_the_sentence():

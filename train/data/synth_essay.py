@@ -23,10 +23,9 @@ from train.data.synth_seed import cap
 from tutor.prompts import system_prompt
 from tutor.teaching.words import frame_to_tutor_side
 
-GENERATOR = "train.synth-essay/2"
+GENERATOR = "train.synth-essay/1"
 LEVELS = ("intermediate", "intermediate", "advanced", "beginner")
 ERROR_RATE = 0.92
-BOTH_CLAUSES = 0.6  # errors in both clauses: how often the tutor says the whole sentence back, corrected
 
 FORMS = {"they": ("they", "them", "their", "themselves"), "he": ("he", "him", "his", "himself"),
          "she": ("she", "her", "her", "herself"), "it": ("it", "it", "its", "itself"),
@@ -127,7 +126,6 @@ class Sentence:
     opener: str                # the learner's opener ("I think that "), "" if none
     time: str = ""             # a past clause's time phrase, "" if none
     time_front: bool = False   # the time came first ("Last summer, I ...")
-    connector: str = ""        # the word joining the two clauses, as written before any error ("" if none)
 
 
 def _clause(rng: random.Random, subjects, predicates, tense: str) -> Clause:
@@ -146,15 +144,13 @@ def make_sentence(rng: random.Random) -> Sentence:
     toks = [Tok(w, "open") for w in opener.split()]
     toks += clause_toks(first, 0)
     clauses, subjects = [first], [first.subject]
-    connector = ""
     shape = rng.random()
     if shape < 0.55:
         second = _clause(rng, topic["subjects"], [p for p in topic["predicates"] if p[1] != first.rest], "present")
         if rng.random() < 0.6:  # about the same subject: "... because they ..."
             second.subject, second.person, second.pronoun_subject = FORMS[first.person][0], first.person, True
         if shape < 0.42:
-            connector = rng.choice(B.CONNECTORS).strip()
-            toks.append(Tok(connector, "conn"))
+            toks.append(Tok(rng.choice(B.CONNECTORS).strip(), "conn"))
         else:
             toks.append(Tok(".", "punct"))
         clauses.append(second)
@@ -162,7 +158,7 @@ def make_sentence(rng: random.Random) -> Sentence:
         toks += clause_toks(second, 1)
     toks.append(Tok(rng.choice([".", ".", ".", "!", ""]), "punct"))
     _capitalize(toks)
-    return Sentence(toks, clauses, subjects, opener, connector=connector)
+    return Sentence(toks, clauses, subjects, opener)
 
 
 def _past_sentence(rng: random.Random) -> Sentence:
@@ -174,20 +170,18 @@ def _past_sentence(rng: random.Random) -> Sentence:
         toks[-1].text += ","
     toks += clause_toks(first, 0)
     clauses, subjects = [first], [first.subject]
-    connector = ""
     if not front:
         toks += [Tok(w, "time", 0) for w in time.split()]
     if rng.random() < 0.35:
         second = _clause(rng, B.PAST_SUBJECTS, [p for p in B.PAST if p[1] != first.rest], "past")
         second.subject, second.person, second.pronoun_subject = FORMS[first.person][0], first.person, True
-        connector = rng.choice(["and", "but", "so"])
-        toks.append(Tok(connector, "conn"))
+        toks.append(Tok(rng.choice([" and ", " but ", " so "]).strip(), "conn"))
         toks += clause_toks(second, 1)
         clauses.append(second)
         subjects.append(first.subject)
     toks.append(Tok(rng.choice([".", ".", "!", ""]), "punct"))
     _capitalize(toks)
-    return Sentence(toks, clauses, subjects, "", time, front, connector)
+    return Sentence(toks, clauses, subjects, "", time, front)
 
 
 def _capitalize(toks: list[Tok]) -> None:
@@ -217,27 +211,13 @@ def tutor_reply(sentence: Sentence, errors: list[Injected], style: str, rng: ran
     else:
         c = rng.randrange(len(sentence.clauses))
     clause = sentence.clauses[c]
-    time = _fix_tutor(frame_to_tutor_side(sentence.time.rstrip(","))) if sentence.time else ""
-
-    def timed(first: str) -> str:  # the first clause with the learner's time, turned around
-        if not time:
-            return first
-        return f"{time}, {first}" if sentence.time_front else f"{first} {time}"
-
     core = tutor_clause(clause, sentence.subjects[c])
-    if c == 0:
-        core = timed(core)
-    both = len(sentence.clauses) == 2 and len({e.clause for e in errors if e.clause >= 0}) == 2
-    if both and rng.random() < BOTH_CLAUSES:
-        # errors in both clauses: the whole sentence said back, corrected ("... because they ...")
-        second = sentence.clauses[1]
-        joined = sentence.connector or "and"
-        own = second.subject if second.pronoun_subject else sentence.subjects[1]
-        core = f"{timed(tutor_clause(sentence.clauses[0], sentence.subjects[0]))} {joined} {tutor_clause(second, own)}"
-        c = 0
     if c == 0 and sentence.opener and re.search(r"\b(I|my|me)\b", sentence.opener):
         opener = _fix_tutor(frame_to_tutor_side(sentence.opener.strip()))
         core = opener[:1].lower() + opener[1:] + " " + core
+    if c == 0 and sentence.time:
+        time = _fix_tutor(frame_to_tutor_side(sentence.time.rstrip(",")))
+        core = f"{time}, {core}" if sentence.time_front else f"{core} {time}"
     others = [f for i, cl in enumerate(sentence.clauses) if i != c for f in cl.followups]
     q = rng.choice(others if others and rng.random() < 0.2 else clause.followups)
     comments = PAST_COMMENTS if clause.tense == "past" else COMMENTS
