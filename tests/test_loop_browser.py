@@ -150,10 +150,18 @@ def test_flag_export_train_compare_promote_in_the_browser(tmp_path, page, shot_o
 
         # 3. Export.
         page.get_by_role("tab", name="Export").click()
-        page.locator("#export-folder input, #export-folder textarea").first.fill("loop")
+        page.locator("#export").wait_for(timeout=60_000)  # the tab is drawn: a value typed now is not reset
+        box = page.locator("#export-folder input, #export-folder textarea").first
+        for _ in range(5):  # a bounded few tries, in case the tab was still being drawn on a loaded machine
+            box.fill("loop")
+            box.press("Tab")
+            page.wait_for_timeout(200)
+            if box.input_value() == "loop":
+                break
         page.locator("#export").click()
         page.wait_for_function("() => document.querySelector('#export-status').innerText.includes('Exported to')",
                                timeout=60_000)
+        assert "loop" in page.locator("#export-status").inner_text()  # into the folder typed, not the default
         assert "4 new rows" in page.locator("#export-status").inner_text()  # 2 SFT + 2 preference rows
         shot(page, 3, "export")
 
