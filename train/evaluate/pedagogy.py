@@ -404,4 +404,3 @@ def by_error_type(prompts: Sequence[Mapping], metrics: Sequence[ReplyMetrics]) -
             seen.setdefault(kind, []).append((taken, m.good_move))
     return {kind: {"n": len(rows), "takes_up": _share([t for t, _ in rows]), "good_move": _share([g for _, g in rows])}
             for kind, rows in sorted(seen.items(), key=lambda item: (-len(item[1]), item[0]))}
-

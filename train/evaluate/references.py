@@ -78,24 +78,34 @@ def _window(ref: list[str], j1: int, j2: int, learner_text: str) -> list[tuple[s
     return found
 
 
+def _bare(word: str) -> str:
+    """The word as LemmInflect looks it up: without its apostrophes ("doesn't" -> "does")."""
+    return word.replace("n't", "").replace("'", "") or word
+
+
+@lru_cache(maxsize=8192)
+def _dictionary_lemmas(word: str) -> dict[str, tuple[str, ...]]:
+    """LemmInflect's lemmas per part of speech for a word in its dictionary ({} for any other word)."""
+    from lemminflect import getAllLemmas
+
+    return getAllLemmas(_bare(word))
+
+
 @lru_cache(maxsize=8192)
 def _lemmas(word: str) -> frozenset[tuple[str, str]]:
     """(lemma, upos) pairs LemmInflect knows for a word; for a word it does not know, the lemmas its
     out-of-vocabulary rules give as a verb and as a noun ("buyed" -> buy, "childs" -> child)."""
-    from lemminflect import getAllLemmas, getAllLemmasOOV
+    from lemminflect import getAllLemmasOOV
 
-    word = word.replace("n't", "").replace("'", "") or word
-    found = getAllLemmas(word)
+    found = _dictionary_lemmas(word)
     if not found:
-        found = {upos: getAllLemmasOOV(word, upos)[upos] for upos in ("VERB", "NOUN")}
+        found = {upos: getAllLemmasOOV(_bare(word), upos)[upos] for upos in ("VERB", "NOUN")}
     return frozenset((lemma, upos) for upos, lemmas in found.items() for lemma in lemmas)
 
 
 def known(word: str) -> bool:
     """A word in LemmInflect's dictionary (so not a misspelling)."""
-    from lemminflect import getAllLemmas
-
-    return bool(getAllLemmas(word.replace("n't", "").replace("'", "") or word))
+    return bool(_dictionary_lemmas(word))
 
 
 def _same_lemma(a: str, b: str) -> str | None:
