@@ -213,22 +213,50 @@ def check_phase(db: sqlite3.Connection, result: dict) -> tuple[list[str], dict]:
     return problems, totals
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(CPU seconds all processes have used, CPU seconds of ``pid`` and of this process), from /proc;
-    their growth over a phase tells how much of the machine other processes took. NaN off Linux."""
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of ``pid`` (all threads), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    parts = stat[stat.rindex(")") + 2:].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (the app's llama-server), from the parent ids in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """(CPU seconds all processes have used, CPU seconds of the app ``pid``, its child processes (the
+    engine) and this process, CPU seconds of the children alone), from /proc; their growth over a phase
+    tells how much of the machine other processes took. NaN off Linux. A child that exits during a phase
+    takes its seconds with it; the engine lives for the whole run."""
     try:
         tick = os.sysconf("SC_CLK_TCK")
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
         user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
         busy = (user + nice + system + irq + softirq + steal) / tick
-        own = 0.0
-        for p in (pid, os.getpid()):
-            stat = Path(f"/proc/{p}/stat").read_text()
-            parts = stat[stat.rindex(")") + 2:].split()
-            own += (int(parts[11]) + int(parts[12])) / tick  # utime, stime (all threads)
-        return busy, own
+        engine = 0.0
+        for child in _descendants(pid):
+            try:
+                engine += _proc_cpu(child)
+            except OSError:
+                pass
+        return busy, _proc_cpu(pid) + _proc_cpu(os.getpid()) + engine, engine
     except (OSError, ValueError, IndexError):
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -319,13 +347,15 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
         for rnd in range(args.rounds):
             order = [("solo", 1), ("class", args.sessions)]
             for kind, n in order if rnd % 2 == 0 else order[::-1]:  # alternate the order to balance drift
-                busy0, own0 = cpu_seconds(proc.pid)
+                busy0, own0, engine0 = cpu_seconds(proc.pid)
                 r = run_phase(url, f"{kind}{rnd + 1}", n, args.turns, args.model, args.level, args.timeout)
-                busy1, own1 = cpu_seconds(proc.pid)
+                busy1, own1, engine1 = cpu_seconds(proc.pid)
                 others = max(0.0, (busy1 - busy0) - (own1 - own0)) / r["wall_s"]
-                r.update(kind=kind, round=rnd + 1, others=others)
+                engine = (engine1 - engine0) / r["wall_s"]
+                r.update(kind=kind, round=rnd + 1, others=others, engine=engine)
                 print(f"  round {rnd + 1}: {n} session(s), {n * args.turns} turns in {r['wall_s']:.1f} s, "
-                      f"{len(r['errors'])} error(s); other processes used {others:.2f} cores meanwhile")
+                      f"{len(r['errors'])} error(s); the engine used {engine:.2f} cores, the app and these "
+                      f"clients {(own1 - own0) / r['wall_s'] - engine:.2f}, other processes {others:.2f}")
                 results.append(r)
     finally:
         proc.terminate()
@@ -391,7 +421,7 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
               f"(median {statistics.median(per_round):.3f})")
     print("tok/s = the phase's completion tokens / its wall time; turn s = one /send call, client side; "
           "gen ms = the app's logged latency_ms (backend.stream call -> last token, waiting for the model lock "
-          "included); others = CPU used by other processes during the phase, in cores (from /proc)")
+          "included); others = CPU used by processes other than the app, its engine and this benchmark during the phase, in cores (from /proc)")
     for r in results:
         for e in r["errors"][:5]:
             print(f"  error: {e}")

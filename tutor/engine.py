@@ -70,6 +70,8 @@ class EngineConfig:
     QUIMBOT_ENGINE_CTX        context tokens per learner (default 2048)
     QUIMBOT_ENGINE_TIMEOUT    seconds a reply may go without a new token before it fails (default 60)
     QUIMBOT_ENGINE_THREADS    CPU threads of llama-server (default: all cores)
+    QUIMBOT_ENGINE_BATCH      tokens per llama-server step (-b and -ub; default 64): a small step lets a
+                              new learner's prompt in between the others' decoding steps sooner
     QUIMBOT_VLLM              the vLLM command (default `vllm`), for QUIMBOT_ENGINE=vllm
     """
 
@@ -78,6 +80,7 @@ class EngineConfig:
     ctx_per_slot: int = 2048
     reply_timeout_s: float = 60.0
     threads: int | None = None
+    batch: int = 64
     vllm_command: str = "vllm"
     extra_args: tuple[str, ...] = field(default=())
 
@@ -90,6 +93,7 @@ class EngineConfig:
             ctx_per_slot=int(env.get("QUIMBOT_ENGINE_CTX", "2048")),
             reply_timeout_s=float(env.get("QUIMBOT_ENGINE_TIMEOUT", "60")),
             threads=int(env["QUIMBOT_ENGINE_THREADS"]) if env.get("QUIMBOT_ENGINE_THREADS") else None,
+            batch=int(env.get("QUIMBOT_ENGINE_BATCH", "64")),
             vllm_command=env.get("QUIMBOT_VLLM", "vllm"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -98,6 +102,8 @@ class EngineConfig:
             raise BackendError(f"QUIMBOT_ENGINE={config.kind!r} is not an engine; use llama-server, in-process or vllm.")
         if not 1 <= config.slots <= 64 or not 256 <= config.ctx_per_slot <= 32768:
             raise BackendError("The engine needs 1-64 slots and 256-32768 context tokens per slot.")
+        if not 16 <= config.batch <= 8192:
+            raise BackendError(f"QUIMBOT_ENGINE_BATCH={config.batch} is out of range; use 16-8192 tokens per step.")
         return config
 
 
