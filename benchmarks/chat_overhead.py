@@ -482,7 +482,8 @@ def main_server(args) -> int:
         print(f"prompt    : {prompt_tokens} tokens, temperature=0, max_tokens={options.max_tokens}; "
               f"{args.warmup} warm-up + {args.runs} measured pairs, interleaved")
         http = httpx.Client()
-        for _ in range(args.warmup):
+        # Every slot once: a fresh conversation goes to a slot not used yet, which evaluates the system prompt.
+        for _ in range(max(args.warmup, backend.config.slots)):
             run_session(service, None, args.message, level, options)
             run_server_direct(http, backend.server.base_url, messages, options)
         sess, direct = [], []

@@ -97,7 +97,7 @@ def test_trimmed_history_is_not_evaluated_again_while_another_learner_chats(sett
 
 
 def test_a_new_conversation_prefers_a_free_slot_that_holds_its_system_prompt():
-    table = SlotTable(3)
+    table = SlotTable(2)
     tutor = {"role": "system", "content": "You are a friendly English tutor."}
     other = {"role": "system", "content": "You are a strict examiner."}
     s0 = table.take([other, {"role": "user", "content": "Hi."}])
@@ -106,7 +106,11 @@ def test_a_new_conversation_prefers_a_free_slot_that_holds_its_system_prompt():
     table.release(s1, [tutor, {"role": "user", "content": "Hello."}], "Hi there!")
     # The slot used longest ago is the examiner's, but the tutor's cache starts with this prompt.
     assert table.take([tutor, {"role": "user", "content": "Good evening."}]) == s1
-    assert table.take([tutor, {"role": "user", "content": "And me?"}]) != s1  # busy: another free slot
+    assert table.take([tutor, {"role": "user", "content": "And me?"}]) == s0  # busy: the other free slot
+    wide = SlotTable(3)
+    wide.release(wide.take([tutor, {"role": "user", "content": "Hello."}]), [tutor, {"role": "user", "content": "Hello."}],
+                 "Hi!")
+    assert wide.take([tutor, {"role": "user", "content": "Hi."}]) != 0  # an unused slot before another's cache
 
 
 def test_the_step_size_is_configurable_and_checked(monkeypatch):

@@ -43,9 +43,10 @@ class SlotTable:
     threshold, so it went to another slot: the whole history was evaluated again (1,635 tokens, 6.2 s
     on 2 cores, every 4th turn) and another learner's cache was thrown away. Here a request goes back to
     the slot whose last request ended with the exchange this one continues (its previous learner
-    message and the reply as sent), when that slot is free. A new conversation goes to the free slot
-    used longest ago among those whose cache starts with the same system prompt (so that is not
-    evaluated again: 160 tokens, about 0.5 s here), else to the free slot used longest ago. With
+    message and the reply as sent), when that slot is free. A new conversation goes to a slot never
+    used yet (not to another learner's cache), else to the free slot used longest ago among those whose
+    cache starts with the same system prompt (so that is not evaluated again: 160 tokens, about 0.5 s
+    here), else to the free slot used longest ago. With
     ``--cache-reuse`` the server shifts a trimmed history's KV instead of evaluating it again.
     """
 
@@ -72,8 +73,9 @@ class SlotTable:
             if not free:
                 return None
             mine = [i for i in free if key is not None and self.last[i] == key]
+            empty = [i for i in free if self.used[i] == 0]
             same = [i for i in free if self.system[i] is not None and self.system[i] == _system(messages)]
-            slot = mine[0] if mine else min(same or free, key=lambda i: self.used[i])
+            slot = mine[0] if mine else empty[0] if empty else min(same or free, key=lambda i: self.used[i])
             self.busy[slot] = True
             self.clock += 1
             self.used[slot] = self.clock
