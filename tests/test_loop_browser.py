@@ -29,8 +29,8 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALL
 JOB_WAIT_MS = 900_000  # a training or comparison job on this CPU takes minutes, never a quarter of an hour
 LEARNER = ["Yesterday I go to the store", "I has two brother"]
 # Not the system prompt's own example reply ("Oh, you went to the store yesterday? What did you buy?"): the
-# model, sampling, sometimes answers with exactly that, and a rewrite equal to the reply makes no preference
-# row (CI once saw "3 new rows").
+# model samples and can answer with exactly that, and a rewrite equal to the reply makes no preference row
+# (the likely cause of one CI run's "3 new rows").
 REWRITES = ["Oh, so you went to the store yesterday? What did you get there?",
             "You have two brothers? How old are they?"]
 
@@ -164,8 +164,8 @@ def test_flag_export_train_compare_promote_in_the_browser(tmp_path, page, shot_o
         page.locator("#export").click()
         page.wait_for_function("() => document.querySelector('#export-status').innerText.includes('Exported to')",
                                timeout=60_000)
-        assert "loop" in page.locator("#export-status").inner_text()  # into the folder typed, not the default
         status = page.locator("#export-status").inner_text()
+        assert "loop" in status, status  # into the folder typed, not the default
         assert "4 new rows" in status, status  # 2 SFT + 2 preference rows
         shot(page, 3, "export")
 
