@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 
 from tutor.backends.llama_server import SlotTable
@@ -46,10 +47,19 @@ def test_a_failed_reply_forgets_the_slots_cache():
     assert table.last[slot] is None and not table.busy[slot]
 
 
-def _last_prompt_eval(log: str) -> int:
-    counts = re.findall(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens", log)
-    assert counts, log[-1500:]
-    return int(counts[-1])
+def _prompt_evals(backend, at_least: int, timeout: float = 30.0) -> list[int]:
+    """The prompt-evaluation counts in the server's log, once it holds at least `at_least` of them. The server
+    writes a request's timings after it has sent the last chunk, so a read right after the reply can miss
+    them (one CI run did): wait for the line, with a bound."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = backend.server.log_tail(1_000_000)
+        counts = [int(n) for n in re.findall(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens", log)]
+        if len(counts) >= at_least:
+            return counts
+        assert time.monotonic() < deadline, (f"{len(counts)} prompt evaluations logged after {timeout:.0f} s, "
+                                             f"expected {at_least}; the log ends:\n{log[-1500:]}")
+        time.sleep(0.05)
 
 
 def test_trimmed_history_is_not_evaluated_again_while_another_learner_chats(settings):
@@ -69,7 +79,7 @@ def test_trimmed_history_is_not_evaluated_again_while_another_learner_chats(sett
         ana = _conversation(8, "Ana")
         ana.append({"role": "user", "content": "Then I came home by train."})
         ana_reply = reply(ana)
-        full = _last_prompt_eval(backend.server.log_tail(100_000))
+        full = _prompt_evals(backend, 1)[-1]
         assert full > 300, f"the first prompt should be evaluated whole ({full} tokens)"
 
         # Another learner chats at the same time, on another slot.
@@ -89,7 +99,9 @@ def test_trimmed_history_is_not_evaluated_again_while_another_learner_chats(sett
                    {"role": "user", "content": "It was a long trip."}]
         assert reply(trimmed)
         count = backend.count_tokens(trimmed)
-        again = _last_prompt_eval(backend.server.log_tail(100_000))
+        evals = _prompt_evals(backend, 3)
+        assert len(evals) == 3, evals  # Ana, Bo, then Ana again: one line per request
+        again = evals[-1]
         assert again < count / 3, (f"the trimmed prompt ({count} tokens) was evaluated again: {again} tokens; its "
                                    "kept history should have come from the slot's cache")
     finally:
