@@ -384,6 +384,9 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
     integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
     if integrity != "ok":
         problems.append(f"integrity_check: {integrity}")
+    # replies generated again because they asked what the tutor had asked before (tutor.fresh): their
+    # tokens are not in the count, their time is
+    asked_again = db.execute("SELECT COUNT(*) FROM events WHERE kind = 'asked_again'").fetchone()[0]
     db.close()
 
     print()
@@ -441,6 +444,7 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
               f"messages, integrity_check ok: YES")
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     busiest = max(r["others"] for r in results)
+    print(f"replies generated again (asked what the tutor asked before, tutor.fresh): {asked_again}")
     print(f"loadavg now {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
     if busiest > 0.2:
         print(f"WARNING: other processes used up to {busiest:.2f} of the {usable} cores during a phase, competing "

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from train.evaluate import dialogue as dlg
+from tutor.teaching.replies import repeated_question
 
 ROOT = Path(__file__).resolve().parent.parent
 JFLEG = ROOT.parent / "shared" / "data" / "jfleg-dev"
@@ -119,9 +120,17 @@ def test_eval_dialogue_holds_scripted_and_simulated_dialogues_with_the_bundled_m
         assert len(d["turns"]) >= 6 and all(t["reply"] for t in d["turns"])
         assert 0 <= d["score"]["good_move_rate"] <= 1
     assert 0 <= model["metrics"]["dialogue_score"] <= 1
+    # the app's reply path (tutor.fresh): a reply asks nothing the tutor asked before, unless every try did
+    assert report["fresh_tries"] == 3
+    for d in model["dialogues"]:
+        earlier = []
+        for t in d["turns"]:
+            again = repeated_question(t["reply"], earlier)
+            assert again is None or t["asked_again"].count(again) >= 1 and len(t["asked_again"]) == 4, t
+            earlier.append(t["reply"])
     md = (out / "dialogues.md").read_text()
-    assert "| learner | default |" in md and "dialogue score" in md
-    assert "dialogue score" in done.stdout
+    assert "| learner | default |" in md and "dialogue score" in md and "generated again, up to 3 times" in md
+    assert "dialogue score" in done.stdout and "generated again on" in done.stdout
 
 
 def _dialogue_metrics(over, no_repeat):

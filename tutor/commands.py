@@ -208,13 +208,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if conversation is None and args.learner and text.strip():
             conversation = service.new_conversation(model_spec=args.model, level=args.level, client="cli",
                                                     learner=args.learner)
-        printed = 0
+        printed, restarts = 0, 0
         for update in service.send(text, conversation_id=conversation, model_spec=args.model,
                                    level=args.level, options=options, client="cli"):
             conversation = update.conversation_id
             if update.error:
                 print(f"\n[error] {update.error}", file=sys.stderr)
                 ok = False
+            elif update.restarts > restarts:  # the reply asked again what the tutor asked before (tutor.fresh)
+                restarts, printed = update.restarts, 0
+                sys.stdout.write("\n[asked that before; again] ")
             elif len(update.text) > printed and not update.done:
                 sys.stdout.write(update.text[printed:])
                 sys.stdout.flush()

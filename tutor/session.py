@@ -16,6 +16,7 @@ from typing import Any
 from core.errors import InputError, QuimbotError
 from tutor.backends import Backend, BackendPool, GenerationOptions, Message
 from tutor.feedback import Feedback
+from tutor.fresh import default_tries, fresh_stream
 from tutor.promotion import learners_default
 from tutor.prompts import normalize_level, system_prompt
 from tutor.specs import parse_spec
@@ -87,6 +88,7 @@ class ReplyUpdate:
     user_turn_id: int | None = None
     turn_id: int | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0  # times the reply so far was dropped for a new one (tutor.fresh); ``text`` starts again
 
 
 class ChatService:
@@ -94,8 +96,9 @@ class ChatService:
     store on every message, so concurrent sessions can never mix their histories."""
 
     def __init__(self, store: Store, pool: BackendPool, default_model: str = "default",
-                 default_options: GenerationOptions | None = None):
+                 default_options: GenerationOptions | None = None, fresh_tries: int | None = None):
         self.store = store
+        self.fresh_tries = default_tries() if fresh_tries is None else fresh_tries  # tutor.fresh
         self.pool = pool
         self.default_model = default_model
         self.default_options = default_options or GenerationOptions()
@@ -230,7 +233,15 @@ class ChatService:
             start = time.perf_counter()
             first_token_ms = None
             final: dict[str, Any] = {}
-            for chunk in backend.stream(messages, options):
+            for chunk in fresh_stream(backend, messages, options, self.fresh_tries,
+                                      on_retry=lambda text, question: self.store.log_event(
+                                          "asked_again", {"turn_id": reply_turn, "question": question,
+                                                          "reply": text}, conversation_id)):
+                if chunk.restart:  # the reply asked again what the tutor asked before: a new one replaces it
+                    produced.clear()
+                    final.clear()
+                    update.text, update.restarts = "", update.restarts + 1
+                    yield replace(update)
                 if chunk.text:
                     if first_token_ms is None:
                         first_token_ms = (time.perf_counter() - start) * 1000

@@ -80,6 +80,10 @@ def register(subparsers) -> None:
     q.add_argument("--turns", type=int, default=6, help="learner turns per simulated dialogue (at least 6)")
     q.add_argument("--seed", type=int, default=0, help="seed of the simulated learners (default 0)")
     q.add_argument("--max-tokens", type=int, default=80, help="longest tutor reply in tokens (default 80)")
+    q.add_argument("--fresh-tries", type=int, metavar="N",
+                   help="as in the app, a reply that asks again what the tutor asked earlier in the dialogue is "
+                   "generated again, sampled, up to N times (default: QUIMBOT_FRESH_TRIES, else 3); 0 measures "
+                   "the model's own first replies")
     q.add_argument("--out", type=Path, default=Path("exports/dialogue"), help="report folder (default exports/dialogue)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_dialogue)
@@ -193,13 +197,14 @@ def cmd_dialogue(args: argparse.Namespace) -> int:
     report = evaluate_dialogues(args.specs or ["default"], settings_from_args(args), scripts=scripts,
                                 simulated=args.simulated, simulator=args.simulator, turns=args.turns,
                                 seed=args.seed, options=GenerationOptions.greedy(args.max_tokens),
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, fresh_tries=args.fresh_tries)
     files = write_report(report, args.out)
     for m in report["models"]:
         x = m["metrics"]
         print(f"{m['spec']}: {x['dialogues']} dialogues, good moves {x['good_move_rate']:.1%}, over-correction "
               f"{x['over_correction']:.1%}, no repeated follow-up in {x['no_repeated_follow_up_share']:.0%} of "
-              f"dialogues, dialogue score {x['dialogue_score']:.3f}")
+              f"dialogues, dialogue score {x['dialogue_score']:.3f}, generated again on "
+              f"{x['asked_again_share']:.0%} of turns")
     print(f"report: {files['markdown']} and {files['json']}")
     return 0
 

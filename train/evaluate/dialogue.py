@@ -37,6 +37,7 @@ from typing import Any
 from core.errors import QuimbotError
 from tutor.backends import GenerationOptions, load_backend
 from tutor.config import Settings
+from tutor.fresh import default_tries, fresh_stream, reply_text
 from tutor.prompts import LEVELS, system_prompt
 
 SCRIPTED_PATH = Path(__file__).resolve().parents[2] / "data" / "dialogues" / "scripted.jsonl"
@@ -174,18 +175,23 @@ def model_learner(spec: str, persona: Persona, settings: Settings,
 # ------------------------------------------------------------------------------------------ holding
 
 def hold(backend, level: str, learner: Callable[[int, str | None], LearnerTurn], turns: int,
-         options: GenerationOptions) -> list[dict[str, Any]]:
-    """One dialogue: ``turns`` learner turns, each answered by ``backend`` with the whole dialogue so far."""
+         options: GenerationOptions, fresh_tries: int = 0) -> list[dict[str, Any]]:
+    """One dialogue: ``turns`` learner turns, each answered by ``backend`` with the whole dialogue so far,
+    through the app's reply path (``tutor.fresh``: a reply that asks again what the tutor asked before is
+    generated again, up to ``fresh_tries`` times)."""
     messages = [{"role": "system", "content": system_prompt(level)}]
     out, last = [], None
     for i in range(turns):
         t = learner(i, last)
         context = [m for m in messages if m["role"] != "system"]
         messages.append({"role": "user", "content": t.learner})
-        last = "".join(c.text for c in backend.stream(messages, options)).strip()
+        asked_again: list[str] = []
+        last = reply_text(fresh_stream(backend, messages, options, fresh_tries,
+                                       on_retry=lambda _text, question: asked_again.append(question)))
         messages.append({"role": "assistant", "content": last})
         out.append({"learner": t.learner, "reply": last, "corrections": t.corrections, "error_type": t.error_type,
-                    "recurring": t.recurring, "remember": t.remember, "context": context})
+                    "recurring": t.recurring, "remember": t.remember, "context": context,
+                    "asked_again": asked_again})
     return out
 
 
@@ -222,6 +228,7 @@ def score_dialogue(turns: list[dict[str, Any]], level: str) -> dict[str, Any]:
         "no_error_turns": len(no_error),
         "repeated_follow_ups": len(questions) - len(set(questions)),
         "repeated_openers": len(openers) - len(set(openers)),
+        "asked_again_turns": sum(bool(t.get("asked_again")) for t in turns),
         "top_opener": max(set(openers), key=openers.count) if openers else None,
         "on_topic_rate": sum(m.follow_up_on_topic for m in metrics) / n,
         "memory": {"asked": len(probes), "remembered": sum(_mentions(t["reply"], t["remember"]) for t in probes)},
@@ -250,6 +257,7 @@ def aggregate_dialogues(dialogues: list[dict[str, Any]]) -> dict[str, Any]:
         "dialogues": len(scores), "turns": turns, "good_move_rate": good, "over_correction": over_rate,
         "no_repeated_follow_up_share": no_repeat,
         "repeated_opener_share": sum(s["repeated_openers"] for s in scores) / turns,
+        "asked_again_share": sum(s.get("asked_again_turns", 0) for s in scores) / turns,
         "on_topic_rate": sum(s["on_topic_rate"] * s["turns"] for s in scores) / turns,
         "memory_rate": pooled("memory", "asked", "remembered"),
         "recurring_taken_up_rate": pooled("recurring", "turns", "taken_up"),
@@ -262,8 +270,13 @@ def aggregate_dialogues(dialogues: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate_dialogues(specs: list[str], settings: Settings | None = None, *, scripts: list[Script] | None = None,
                        simulated: int = 0, simulator: str = "offline", turns: int = MIN_TURNS, seed: int = 0,
-                       options: GenerationOptions | None = None, progress: bool = True) -> dict[str, Any]:
-    """Every model holds every scripted dialogue and ``simulated`` simulated ones; the report as a dict."""
+                       options: GenerationOptions | None = None, progress: bool = True,
+                       fresh_tries: int | None = None) -> dict[str, Any]:
+    """Every model holds every scripted dialogue and ``simulated`` simulated ones; the report as a dict.
+    ``fresh_tries``: as the app (``QUIMBOT_FRESH_TRIES``, default 3); 0 measures the model alone."""
+    fresh_tries = default_tries() if fresh_tries is None else fresh_tries
+    if fresh_tries < 0:
+        raise DialogueError(f"--fresh-tries {fresh_tries}: give 0 (the model alone) or more retries.")
     if turns < MIN_TURNS:
         raise DialogueError(f"--turns {turns}: a dialogue has at least {MIN_TURNS} learner turns.")
     settings = settings or Settings()
@@ -286,7 +299,7 @@ def evaluate_dialogues(specs: list[str], settings: Settings | None = None, *, sc
                 for script in scripts:
                     held = hold(backend, script.level, lambda i, _last, s=script: s.turns[i] if i < len(s.turns)
                                 else LearnerTurn("Thanks, that's all for today.", []), max(turns, len(script.turns)),
-                                options)
+                                options, fresh_tries)
                     dialogues.append({"id": script.id, "kind": "scripted", "level": script.level,
                                       "topic": script.topic, "turns": held, "score": score_dialogue(held, script.level)})
                     bar and bar.update(1)
@@ -294,7 +307,7 @@ def evaluate_dialogues(specs: list[str], settings: Settings | None = None, *, sc
                     learner = (offline_learner(person, turns, seed) if simulator == "offline"
                                else model_learner(simulator, person, settings, GenerationOptions(
                                    temperature=0.7, max_tokens=60, seed=seed)))
-                    held = hold(backend, person.level, learner, turns, options)
+                    held = hold(backend, person.level, learner, turns, options, fresh_tries)
                     dialogues.append({"id": person.id, "kind": "simulated", "level": person.level,
                                       "error_type": person.error_type, "turns": held,
                                       "score": score_dialogue(held, person.level)})
@@ -306,6 +319,7 @@ def evaluate_dialogues(specs: list[str], settings: Settings | None = None, *, sc
         if bar is not None:
             bar.close()
     return {"options": options.model_dump(), "turns": turns, "simulator": simulator if simulated else None,
+            "fresh_tries": fresh_tries,
             "rule": "dialogue_score = good_move_rate * (1 - over_correction) * no_repeated_follow_up_share",
             "models": models}
 
@@ -317,16 +331,21 @@ def _pct(value: float | None) -> str:
 def to_markdown(report: dict[str, Any]) -> str:
     """The summary table, then each dialogue's transcripts side by side (one column a model)."""
     models = report["models"]
-    rows = ["# Dialogue evaluation", "", report["rule"], "",
+    tries = report.get("fresh_tries", 0)
+    path = (f"a reply that asked again what the tutor asked before was generated again, up to {tries} times "
+            "(tutor.fresh, as in the app)" if tries else "each model's first reply, never generated again")
+    rows = ["# Dialogue evaluation", "", report["rule"], "", f"Replies: {path}.", "",
             "| model | dialogues | good moves | over-correction | no repeated follow-up | repeated openers | "
-            "on topic | memory | recurring error taken up | questions answered | words | dialogue score |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "on topic | memory | recurring error taken up | questions answered | words | asked again | "
+            "dialogue score |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         x = m["metrics"]
         rows.append(f"| {m['spec']} | {x['dialogues']} | {_pct(x['good_move_rate'])} | {_pct(x['over_correction'])} | "
                     f"{_pct(x['no_repeated_follow_up_share'])} | {_pct(x['repeated_opener_share'])} | "
                     f"{_pct(x['on_topic_rate'])} | {_pct(x['memory_rate'])} | {_pct(x['recurring_taken_up_rate'])} | "
-                    f"{_pct(x['questions_answered_rate'])} | {x['words_mean']:.0f} | {x['dialogue_score']:.3f} |")
+                    f"{_pct(x['questions_answered_rate'])} | {x['words_mean']:.0f} | "
+                    f"{_pct(x.get('asked_again_share', 0))} | {x['dialogue_score']:.3f} |")
     for k, first in enumerate(models[0]["dialogues"] if models else []):
         rows += ["", f"## {first['id']} ({first['kind']}, {first['level']})", "",
                  "| learner | " + " | ".join(m["spec"] for m in models) + " |",

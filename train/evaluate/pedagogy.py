@@ -98,7 +98,7 @@ from train.evaluate.prompt_sets import PromptSetError
 from tutor.detector import MAX_WORDS
 from tutor.learner_errors import IRREGULAR_PAST, LearnerError
 from tutor.teaching.overt import EXPLAINING_RES, count_grammar_terms, overt_corrections, praises_form
-from tutor.teaching.replies import asks_follow_up, is_echo
+from tutor.teaching.replies import INVITATION, asks_follow_up, is_echo
 from tutor.teaching.words import (
     AUXILIARIES,
     BACK_REFERENCE,
@@ -125,7 +125,6 @@ _DIRECTIVE = re.compile(r"\b(?:you (?:need|have to use|must use|should use|forgo
                         r"(?:past|present|future|plural|singular|article|preposition|comparative|superlative|"
                         r"infinitive|gerund|\w+ tense|(?:verb|base|past|plural|short|-?ing|correct|right) "
                         r"(?:form|ending))\b", re.IGNORECASE)
-_INVITATION = re.compile(r"^(?:\W*(?:oh|so|and|well|now)\W+)*(?:tell me|let me know)\b", re.IGNORECASE)
 HINTS = [r"\bthink about\b", r"\bcareful (?:with|here|about)\b", r"\balready happened\b", r"\bmore than one\b",
          r"\b(?:just|only) one (?:person|thing)\b", r"\b(?:one|a) (?:small|little|tiny) (?:change|word|thing)\b",
          r"\b(?:watch|check|listen to) (?:the|that|your|this) (?:little )?(?:word|verb|ending|sound|form|first)\b",
@@ -294,7 +293,7 @@ def score_reply(reply: str, learner: str, corrections: Sequence[str] | None = No
         *(content_words(m.get("content", "")) for m in (context or []) if m.get("role") == "user"))
     candidates, modelled = [], False
     for s in sentences(reply):
-        if (s.endswith("?") and _is_candidate(s, errors, learner_words, modelled)) or _INVITATION.match(s):
+        if (s.endswith("?") and _is_candidate(s, errors, learner_words, modelled)) or INVITATION.match(s):
             candidates.append(s)
         modelled = modelled or contains_correction(s, errors)
     past_turn = _past(tokens(learner))

@@ -41,6 +41,7 @@ class Chunk:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+    restart: bool = False  # the reply so far is dropped: the chunks that follow are a new reply (tutor.fresh)
 
 
 class Backend(ABC):

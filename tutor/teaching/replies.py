@@ -1,5 +1,5 @@
-"""Checks of what a tutor reply does: asks a follow-up question, echoes the learner's first person as
-its own, uses Markdown, takes the learner's error up."""
+"""Checks of what a tutor reply does: asks a follow-up question (or one it asked before), echoes the
+learner's first person as its own, uses Markdown, takes the learner's error up."""
 
 from __future__ import annotations
 
@@ -44,6 +44,27 @@ def final_question(reply: str) -> str | None:
         question = question.strip()
     return question if len(question) > 1 else None
 
+
+# An invitation asks as a question does ("Tell me about him!"): a follow-up for the metrics, and a repeat
+# when the tutor said it before.
+INVITATION = re.compile(r"^(?:\W*(?:oh|so|and|well|now)\W+)*(?:tell me|let me know)\b", re.IGNORECASE)
+
+
+def asked(reply: str) -> list[str]:
+    """What a reply asks the learner: each question sentence of two words or more after leading
+    interjections ("Oh, and where ...?"), and each invitation, normalised as the metrics compare them."""
+    out = []
+    for s in sentences(reply):
+        words = body_words(s)
+        if (s.endswith("?") and len(words) >= 2) or (INVITATION.match(s) and words):
+            out.append(" ".join(words))
+    return out
+
+
+def repeated_question(reply: str, earlier: list[str]) -> str | None:
+    """The first thing ``reply`` asks that one of the tutor's ``earlier`` replies already asked, or None."""
+    before = {q for text in earlier for q in asked(text)}
+    return next((q for q in asked(reply) if q in before), None)
 
 # ---------------------------------------------------------------- Markdown
 # Two strengths. The audit counts what a chat window would render as formatting (bold, code, headings,
