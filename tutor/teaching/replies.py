@@ -13,6 +13,7 @@ from tutor.teaching.words import (
     YOU,
     body_words,
     content_words,
+    normalize_question,
     sentences,
     speaker_swap_words,
     tokens,
@@ -55,9 +56,9 @@ def asked(reply: str) -> list[str]:
     interjections ("Oh, and where ...?"), and each invitation, normalised as the metrics compare them."""
     out = []
     for s in sentences(reply):
-        words = body_words(s)
-        if (s.endswith("?") and len(words) >= 2) or (INVITATION.match(s) and words):
-            out.append(" ".join(words))
+        question = normalize_question(s)
+        if (s.endswith("?") and len(question.split()) >= 2) or (INVITATION.match(s) and question):
+            out.append(question)
     return out
 
 
