@@ -387,6 +387,7 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
     # replies generated again because they asked what the tutor had asked before (tutor.fresh): their
     # tokens are not in the count, their time is
     asked_again = db.execute("SELECT COUNT(*) FROM events WHERE kind = 'asked_again'").fetchone()[0]
+    spelled = db.execute("SELECT COUNT(*) FROM events WHERE kind = 'spelling_fixed'").fetchone()[0]
     db.close()
 
     print()
@@ -445,6 +446,7 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     busiest = max(r["others"] for r in results)
     print(f"replies generated again (asked what the tutor asked before, tutor.fresh): {asked_again}")
+    print(f"learner misspellings a reply copied, said correctly (tutor.spelling): {spelled}")
     print(f"loadavg now {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
     if busiest > 0.2:
         print(f"WARNING: other processes used up to {busiest:.2f} of the {usable} cores during a phase, competing "

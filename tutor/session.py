@@ -6,6 +6,7 @@ The learner's message is written before generation starts, and the reply turn is
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 import unicodedata
@@ -20,6 +21,9 @@ from tutor.fresh import default_tries, fresh_stream
 from tutor.promotion import learners_default
 from tutor.prompts import normalize_level, system_prompt
 from tutor.specs import parse_spec
+from tutor.spelling import Fix, spelled_stream
+from tutor.spelling import enabled as spelling_enabled
+from tutor.spelling import warm as warm_spelling
 from tutor.store import Store, TurnStatus, now
 
 MAX_MESSAGE_CHARS = 4000
@@ -96,9 +100,13 @@ class ChatService:
     store on every message, so concurrent sessions can never mix their histories."""
 
     def __init__(self, store: Store, pool: BackendPool, default_model: str = "default",
-                 default_options: GenerationOptions | None = None, fresh_tries: int | None = None):
+                 default_options: GenerationOptions | None = None, fresh_tries: int | None = None,
+                 spelling: bool | None = None):
         self.store = store
         self.fresh_tries = default_tries() if fresh_tries is None else fresh_tries  # tutor.fresh
+        self.spelling = spelling_enabled() if spelling is None else spelling  # tutor.spelling
+        if self.spelling:  # its dictionary loads in about 5 s: not on the first learner's reply
+            threading.Thread(target=warm_spelling, name="quimbot-spelling", daemon=True).start()
         self.pool = pool
         self.default_model = default_model
         self.default_options = default_options or GenerationOptions()
@@ -233,10 +241,18 @@ class ChatService:
             start = time.perf_counter()
             first_token_ms = None
             final: dict[str, Any] = {}
-            for chunk in fresh_stream(backend, messages, options, self.fresh_tries,
-                                      on_retry=lambda text, question: self.store.log_event(
-                                          "asked_again", {"turn_id": reply_turn, "question": question,
-                                                          "reply": text}, conversation_id)):
+            def spelling_fixed(fix: Fix) -> None:
+                self.store.log_event("spelling_fixed", {"turn_id": reply_turn, "model_wrote": fix.wrong,
+                                                        "shown": fix.right}, conversation_id)
+
+            stream = fresh_stream(backend, messages, options, self.fresh_tries,
+                                  on_retry=lambda text, question: self.store.log_event(
+                                      "asked_again", {"turn_id": reply_turn, "question": question,
+                                                      "reply": text}, conversation_id))
+            for chunk in spelled_stream(stream, cleaned, on_fix=spelling_fixed, on=self.spelling,
+                                        on_error=lambda why: self.store.log_event(
+                                            "spelling_check_failed", {"turn_id": reply_turn, "error": why},
+                                            conversation_id)):
                 if chunk.restart:  # the reply asked again what the tutor asked before: a new one replaces it
                     produced.clear()
                     final.clear()

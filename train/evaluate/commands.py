@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def register(subparsers) -> None:
                    "add them to the report and let the dialogue gate narrow the recommendation")
     q.add_argument("--concurrency", type=int, default=64,
                    help="with --vllm: requests in flight at once, over all models (default 64)")
+    q.add_argument("--no-spelling", action="store_true",
+                   help="score the model's own replies: without the app's correction of the learner's misspellings "
+                   "a reply copied (tutor.spelling; the same as QUIMBOT_SPELLING=0)")
     q.set_defaults(func=cmd_compare)
 
     q = esub.add_parser(
@@ -84,6 +88,9 @@ def register(subparsers) -> None:
                    help="as in the app, a reply that asks again what the tutor asked earlier in the dialogue is "
                    "generated again, sampled, up to N times (default: QUIMBOT_FRESH_TRIES, else 3); 0 measures "
                    "the model's own first replies")
+    q.add_argument("--no-spelling", action="store_true",
+                   help="score the model's own replies: without the app's correction of the learner's misspellings "
+                   "a reply copied (tutor.spelling; the same as QUIMBOT_SPELLING=0)")
     q.add_argument("--out", type=Path, default=Path("exports/dialogue"), help="report folder (default exports/dialogue)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_dialogue)
@@ -100,10 +107,18 @@ def register(subparsers) -> None:
     q.set_defaults(func=cmd_replay)
 
 
+def _spelling_flag(args: argparse.Namespace) -> None:
+    """``--no-spelling``: this command measures the model's own replies (``tutor.spelling`` reads the variable)."""
+    if args.no_spelling:
+        os.environ["QUIMBOT_SPELLING"] = "0"
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from train.evaluate.compare import Rule, compare, load_jfleg
     from train.evaluate.prompt_sets import load_prompts
     from tutor.backends import GenerationOptions
+
+    _spelling_flag(args)
 
     if args.jfleg:
         if not Path(args.jfleg, "dev.src").exists():
@@ -134,6 +149,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     for row in summary_rows(report):
         print("  ".join(row))
+    for m in report["models"]:
+        spelling = m.get("spelling") or {}
+        if spelling.get("fixes"):
+            print(f"{m['spec']}: the learner's misspellings corrected in {spelling['replies_fixed']} replies "
+                  f"(tutor.spelling); good move {spelling['metrics_model_alone']['good_move']:.1%} for the model "
+                  f"alone, {m['metrics']['good_move']:.1%} as shown")
     rec = report["recommendation"]
     print(f"recommended: {rec['model']} ({rec['why']})")
     print(f"report: {report['files']['markdown']} / {report['files']['html']}")
@@ -190,6 +211,8 @@ def cmd_dialogue(args: argparse.Namespace) -> int:
     from train.evaluate.dialogue import evaluate_dialogues, load_scripts, write_report
     from tutor.backends import GenerationOptions
     from tutor.config import settings_from_args
+
+    _spelling_flag(args)
 
     scripts = load_scripts(args.scripted) if args.scripted else load_scripts()
     if args.limit is not None:

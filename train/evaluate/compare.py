@@ -19,6 +19,8 @@ from tutor.checkpoints import checkpoint_perplexity
 from tutor.config import Settings
 from tutor.prompts import system_prompt
 from tutor.specs import parse_spec
+from tutor.spelling import enabled as spelling_enabled
+from tutor.spelling import fix_copied
 
 
 @dataclass
@@ -139,11 +141,15 @@ def _calibration(settings: Settings) -> dict[str, Any]:
 
 def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings: Settings | None = None,
             options: GenerationOptions | None = None, rule: Rule | None = None, batch_size: int = 8,
-            progress: bool = True, generate=None, dialogues: dict[str, Any] | None = None) -> dict[str, Any]:
+            progress: bool = True, generate=None, dialogues: dict[str, Any] | None = None,
+            spelling: bool | None = None) -> dict[str, Any]:
     """``generate`` (default ``generate_replies``) makes one model's replies: ``generate(spec, prompts,
     settings, options, batch_size, progress)``; train.evaluate.compare_vllm passes one that asks a vLLM server.
     ``dialogues``: a report of train.evaluate.dialogue for the same models; it adds a section and the
-    dialogue gate to the recommendation (``dialogue_gate``)."""
+    dialogue gate to the recommendation (``dialogue_gate``). ``spelling`` (default ``QUIMBOT_SPELLING``, on):
+    the replies are scored as the app shows them, with the learner's misspellings they copied corrected
+    (``tutor.spelling``); ``metrics_model_alone`` keeps the scores of the model's own replies."""
+    spelling = spelling_enabled() if spelling is None else spelling
     generate = generate or generate_replies
     settings = settings or Settings()
     options = options or GenerationOptions.greedy()
@@ -152,12 +158,21 @@ def compare(specs: list[str], prompts: list[dict], out_dir: str | Path, settings
     out_dir.mkdir(parents=True, exist_ok=True)
     models = []
     for spec in specs:
-        replies = generate(spec, prompts, settings, options, batch_size, progress)
+        model_replies = generate(spec, prompts, settings, options, batch_size, progress)
+        replies, fixes = list(model_replies), []
+        if spelling:
+            for i, (p, r) in enumerate(zip(prompts, model_replies)):
+                replies[i], fixed = fix_copied(p["learner"], r)
+                fixes += [{"item": i, "model_wrote": f.wrong, "shown": f.right} for f in fixed]
         per_reply = [pedagogy.score_prompt(p, r) for p, r in zip(prompts, replies)]
+        alone = ([pedagogy.score_prompt(p, r) for p, r in zip(prompts, model_replies)] if fixes else per_reply)
         step, ppl = known_perplexity(spec)
         models.append({"spec": spec, "step": step, "perplexity": ppl, "replies": replies,
                        "per_reply": [m.as_dict() for m in per_reply], "metrics": pedagogy.aggregate(per_reply),
-                       "by_error_type": pedagogy.by_error_type(prompts, per_reply)})
+                       "by_error_type": pedagogy.by_error_type(prompts, per_reply),
+                       "spelling": {"on": spelling, "fixes": fixes, "replies_fixed": len({f["item"] for f in fixes}),
+                                    "model_replies": model_replies if fixes else None,
+                                    "metrics_model_alone": pedagogy.aggregate(alone)}})
     calibration = _calibration(settings)
     candidates, gate = dialogue_gate(models, dialogues) if dialogues else (models, None)
     recommendation = recommend_calibrated(candidates, rule, calibration)
@@ -219,6 +234,24 @@ def error_type_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def spelling_lines(report: dict[str, Any]) -> list[str]:
+    """What the reply path's spelling check (``tutor.spelling``) changed: per model, the replies it fixed and
+    the good moves of the model's own replies against those shown."""
+    fixed = [m for m in report["models"] if (m.get("spelling") or {}).get("fixes")]
+    if not fixed:
+        return []
+    lines = ["", "## The learner's misspellings copied by a reply, corrected (tutor.spelling)", "",
+             "The scores above are of the replies as the app shows them. The model alone:", "",
+             "| model | replies fixed | good move, model alone | good move, as shown | takes up error, model alone |"
+             " takes up error, as shown |", "|---|---|---|---|---|---|"]
+    for m in fixed:
+        alone, shown = m["spelling"]["metrics_model_alone"], m["metrics"]
+        lines.append(f"| {m['spec']} | {m['spelling']['replies_fixed']} | {_fmt(alone.get('good_move'))} | "
+                     f"{_fmt(shown.get('good_move'))} | {_fmt(alone.get('takes_up_error'))} | "
+                     f"{_fmt(shown.get('takes_up_error'))} |")
+    return lines
+
+
 def to_markdown(report: dict[str, Any], plot: Path | None) -> str:
     head = ["model", "perplexity", *(label for _, label in SUMMARY), "follow-up diversity"]
     lines = [f"# Checkpoint comparison ({report['prompts']} prompts)", "",
@@ -227,6 +260,7 @@ def to_markdown(report: dict[str, Any], plot: Path | None) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(report)]
     if plot:
         lines += ["", f"![perplexity and pedagogy per checkpoint]({plot.name})"]
+    lines += spelling_lines(report)
     types = error_type_rows(report)
     if types:
         head = ["error type", "turns", *(m["spec"] for m in report["models"])]

@@ -38,6 +38,8 @@ from core.errors import QuimbotError
 from tutor.backends import GenerationOptions, load_backend
 from tutor.config import Settings
 from tutor.fresh import default_tries, fresh_stream, reply_text
+from tutor.spelling import Fix, spelled_stream
+from tutor.spelling import enabled as spelling_enabled
 from tutor.prompts import LEVELS, system_prompt
 
 SCRIPTED_PATH = Path(__file__).resolve().parents[2] / "data" / "dialogues" / "scripted.jsonl"
@@ -178,7 +180,8 @@ def hold(backend, level: str, learner: Callable[[int, str | None], LearnerTurn],
          options: GenerationOptions, fresh_tries: int = 0) -> list[dict[str, Any]]:
     """One dialogue: ``turns`` learner turns, each answered by ``backend`` with the whole dialogue so far,
     through the app's reply path (``tutor.fresh``: a reply that asks again what the tutor asked before is
-    generated again, up to ``fresh_tries`` times)."""
+    generated again, up to ``fresh_tries`` times; ``tutor.spelling``: a misspelling copied from the learner
+    is corrected, unless ``QUIMBOT_SPELLING=0``)."""
     messages = [{"role": "system", "content": system_prompt(level)}]
     out, last = [], None
     for i in range(turns):
@@ -186,12 +189,14 @@ def hold(backend, level: str, learner: Callable[[int, str | None], LearnerTurn],
         context = [m for m in messages if m["role"] != "system"]
         messages.append({"role": "user", "content": t.learner})
         asked_again: list[str] = []
-        last = reply_text(fresh_stream(backend, messages, options, fresh_tries,
-                                       on_retry=lambda _text, question: asked_again.append(question)))
+        fixed: list[Fix] = []
+        last = reply_text(spelled_stream(fresh_stream(backend, messages, options, fresh_tries,
+                                                      on_retry=lambda _text, question: asked_again.append(question)),
+                                         t.learner, on_fix=fixed.append))
         messages.append({"role": "assistant", "content": last})
         out.append({"learner": t.learner, "reply": last, "corrections": t.corrections, "error_type": t.error_type,
                     "recurring": t.recurring, "remember": t.remember, "context": context,
-                    "asked_again": asked_again})
+                    "asked_again": asked_again, "spelling_fixed": [[f.wrong, f.right] for f in fixed]})
     return out
 
 
@@ -229,6 +234,7 @@ def score_dialogue(turns: list[dict[str, Any]], level: str) -> dict[str, Any]:
         "repeated_follow_ups": len(questions) - len(set(questions)),
         "repeated_openers": len(openers) - len(set(openers)),
         "asked_again_turns": sum(bool(t.get("asked_again")) for t in turns),
+        "spelling_fixed_turns": sum(bool(t.get("spelling_fixed")) for t in turns),
         "top_opener": max(set(openers), key=openers.count) if openers else None,
         "on_topic_rate": sum(m.follow_up_on_topic for m in metrics) / n,
         "memory": {"asked": len(probes), "remembered": sum(_mentions(t["reply"], t["remember"]) for t in probes)},
@@ -258,6 +264,7 @@ def aggregate_dialogues(dialogues: list[dict[str, Any]]) -> dict[str, Any]:
         "no_repeated_follow_up_share": no_repeat,
         "repeated_opener_share": sum(s["repeated_openers"] for s in scores) / turns,
         "asked_again_share": sum(s.get("asked_again_turns", 0) for s in scores) / turns,
+        "spelling_fixed_share": sum(s.get("spelling_fixed_turns", 0) for s in scores) / turns,
         "on_topic_rate": sum(s["on_topic_rate"] * s["turns"] for s in scores) / turns,
         "memory_rate": pooled("memory", "asked", "remembered"),
         "recurring_taken_up_rate": pooled("recurring", "turns", "taken_up"),
@@ -319,7 +326,7 @@ def evaluate_dialogues(specs: list[str], settings: Settings | None = None, *, sc
         if bar is not None:
             bar.close()
     return {"options": options.model_dump(), "turns": turns, "simulator": simulator if simulated else None,
-            "fresh_tries": fresh_tries,
+            "fresh_tries": fresh_tries, "spelling": spelling_enabled(),
             "rule": "dialogue_score = good_move_rate * (1 - over_correction) * no_repeated_follow_up_share",
             "models": models}
 
@@ -334,18 +341,21 @@ def to_markdown(report: dict[str, Any]) -> str:
     tries = report.get("fresh_tries", 0)
     path = (f"a reply that asked again what the tutor asked before was generated again, up to {tries} times "
             "(tutor.fresh, as in the app)" if tries else "each model's first reply, never generated again")
-    rows = ["# Dialogue evaluation", "", report["rule"], "", f"Replies: {path}.", "",
+    spelled = ("; a misspelling copied from the learner said correctly (tutor.spelling)" if report.get("spelling")
+               else "; the model's own spelling")
+    rows = ["# Dialogue evaluation", "", report["rule"], "", f"Replies: {path}{spelled}.", "",
             "| model | dialogues | good moves | over-correction | no repeated follow-up | repeated openers | "
             "on topic | memory | recurring error taken up | questions answered | words | asked again | "
-            "dialogue score |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "spelling fixed | dialogue score |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         x = m["metrics"]
         rows.append(f"| {m['spec']} | {x['dialogues']} | {_pct(x['good_move_rate'])} | {_pct(x['over_correction'])} | "
                     f"{_pct(x['no_repeated_follow_up_share'])} | {_pct(x['repeated_opener_share'])} | "
                     f"{_pct(x['on_topic_rate'])} | {_pct(x['memory_rate'])} | {_pct(x['recurring_taken_up_rate'])} | "
                     f"{_pct(x['questions_answered_rate'])} | {x['words_mean']:.0f} | "
-                    f"{_pct(x.get('asked_again_share', 0))} | {x['dialogue_score']:.3f} |")
+                    f"{_pct(x.get('asked_again_share', 0))} | {_pct(x.get('spelling_fixed_share', 0))} | "
+                    f"{x['dialogue_score']:.3f} |")
     for k, first in enumerate(models[0]["dialogues"] if models else []):
         rows += ["", f"## {first['id']} ({first['kind']}, {first['level']})", "",
                  "| learner | " + " | ".join(m["spec"] for m in models) + " |",
