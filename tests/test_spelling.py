@@ -84,6 +84,10 @@ def test_the_stream_holds_a_word_back_until_it_ends():
     assert [c.text for c in chunks] == ["So your ", "friends come ", "", "tomorrow? Great!", ""]
     assert chunks[-1].completion_tokens == 9 and chunks[-1].finish_reason == "stop"
     assert [f.right for f in fixes] == ["friends", "tomorrow"]
+    # only an unfinished word that may still become the learner's misspelling waits: the rest streams as it comes
+    assert [c.text for c in stream("So you", "r fr", "iends co", "me", learner="My freinds come")] == \
+        ["So you", "r ", "friends co", "me", ""]
+    assert [c.text for c in stream("So yo", "u", learner="My friends come")] == ["So yo", "u", ""]
     # the last word is released by the end of the reply, even without a final chunk
     tail = list(spelled_stream(iter([Chunk(text="About the enviroment")]), "the enviroment", on=True))
     assert "".join(c.text for c in tail) == "About the environment"

@@ -78,8 +78,9 @@ def _dictionary():
 
 
 def warm() -> None:
-    """Load the dictionary now (about 5 s and 150 MB) instead of on the first reply that needs it."""
+    """Load the dictionary and the frequency list now (about 5 s and 150 MB), not on a learner's reply."""
     _dictionary()
+    _zipf("warm")
 
 
 def _zipf(word: str) -> float:
@@ -135,20 +136,26 @@ class CopiedSpelling:
 
     def __init__(self, learner: str):
         words = WORD.findall(learner)
-        # a capitalised word inside a sentence is probably a name: never "corrected"
-        self.copied = {w.lower() for i, w in enumerate(words) if not (i and w[:1].isupper() and not w.isupper())}
         self.fixes: list[Fix] = []
-        self.broken: str | None = None  # why the check stopped, when the dictionary failed to load
+        self.broken: str | None = None  # why the check could not run (its dictionary did not load)
+        self.wrong: dict[str, str] = {}  # the learner's misspelled words (lower case) -> the word meant
+        try:
+            for i, w in enumerate(words):
+                if i and w[:1].isupper() and not w.isupper():
+                    continue  # a capitalised word inside a sentence is probably a name: never "corrected"
+                right = correction(w.lower())
+                if right is not None:
+                    self.wrong[w.lower()] = right
+        except Exception as exc:  # noqa: BLE001 - a broken check must not cost the learner the reply
+            self.broken, self.wrong = f"{type(exc).__name__}: {exc}", {}
+
+    def may_grow(self, tail: str) -> bool:
+        """Whether the unfinished word ``tail`` may still become one of the learner's misspellings."""
+        tail = tail.lower()
+        return any(w.startswith(tail) for w in self.wrong)
 
     def word(self, token: str) -> str:
-        lower = token.lower()
-        if lower not in self.copied or self.broken:
-            return token
-        try:
-            right = correction(lower)
-        except Exception as exc:  # noqa: BLE001 - a broken check must not cost the learner the reply
-            self.broken = f"{type(exc).__name__}: {exc}"
-            return token
+        right = self.wrong.get(token.lower())
         if right is None:
             return token
         fixed = _cased(token, right)
@@ -156,7 +163,7 @@ class CopiedSpelling:
         return fixed
 
     def text(self, reply: str) -> str:
-        return WORD.sub(lambda m: self.word(m.group(0)), reply)
+        return WORD.sub(lambda m: self.word(m.group(0)), reply) if self.wrong else reply
 
 
 def fix_copied(learner: str, reply: str) -> tuple[str, list[Fix]]:
@@ -167,13 +174,20 @@ def fix_copied(learner: str, reply: str) -> tuple[str, list[Fix]]:
 
 def spelled_stream(chunks: Iterator[Chunk], learner: str, on_fix: Callable[[Fix], None] | None = None,
                    on: bool | None = None, on_error: Callable[[str], None] | None = None) -> Iterator[Chunk]:
-    """``chunks`` with copied misspellings corrected as they stream: text after the last complete word is
-    held back until the word ends (a space, punctuation, or the end of the reply). When the check itself
-    fails (its dictionary did not load), the reply streams unchanged and ``on_error(why)`` is told once."""
+    """``chunks`` with copied misspellings corrected as they stream. An unfinished word at the end of the text
+    so far is held back only while it may still become one of the learner's misspellings, until it ends (a
+    space, punctuation, or the end of the reply): a reply with no such word streams as fast as without the
+    check. When the check itself fails (its dictionary did not load), the reply streams unchanged and
+    ``on_error(why)`` is told once."""
     if not (enabled() if on is None else on):
         yield from chunks
         return
     fixer = CopiedSpelling(learner)
+    if fixer.broken and on_error is not None:
+        on_error(fixer.broken)
+    if not fixer.wrong:  # nothing the learner wrote needs correcting
+        yield from chunks
+        return
     held = ""
 
     def release(final: bool) -> str:
@@ -181,15 +195,13 @@ def spelled_stream(chunks: Iterator[Chunk], learner: str, on_fix: Callable[[Fix]
         cut = len(held)
         if not final:
             tail = re.search(r"[A-Za-z']+$", held)
-            cut = tail.start() if tail else cut
+            cut = tail.start() if tail and fixer.may_grow(tail.group(0)) else cut
         ready, held = held[:cut], held[cut:]
-        before, broken = len(fixer.fixes), fixer.broken
+        before = len(fixer.fixes)
         out = fixer.text(ready)
         if on_fix is not None:
             for fix in fixer.fixes[before:]:
                 on_fix(fix)
-        if fixer.broken and not broken and on_error is not None:
-            on_error(fixer.broken)
         return out
 
     for chunk in chunks:
