@@ -1,8 +1,8 @@
 """The tutor never writes a learner's misspelling back to them.
 
 Real learners misspell (on JFLEG dev about a third of the sentences hold a word no dictionary knows), and the
-default 135M tutor restates the learner's clause with the misspelling copied ("... hair spray and
-cigarrets?"): it models the wrong form, the opposite of a recast. So the reply path checks every word of the
+default 135M tutor restates the learner's clause with the misspelling copied ("... like alcohol, hair spray,
+and cigarrets?"): it models the wrong form, the opposite of a recast. So the reply path checks every word of the
 reply that the learner also wrote: when the word is not English (not in symspellpy's dictionary and rarer
 than Zipf 3 in wordfreq's list) and one well-known word is clearly the one meant, the reply says that word.
 
