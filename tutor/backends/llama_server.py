@@ -177,7 +177,7 @@ class LlamaServerBackend(OpenAICompatBackend):
         import openai
 
         return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="not-needed", max_retries=0,
-                             timeout=httpx.Timeout(self.timeout, connect=5.0))
+                             timeout=openai.Timeout(self.timeout, connect=5.0))
 
     @property
     def checkpoint(self) -> str:

@@ -29,6 +29,16 @@ STATUS_HINTS = {
 }
 
 
+def stream_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP errors a stream may raise while it is read: httpx's, and those of httpx2, which the openai
+    package uses from its 3.x releases (its own wrapping covers only the request, not the reading)."""
+    try:
+        import httpx2
+    except ImportError:
+        return (httpx.HTTPError,)
+    return (httpx.HTTPError, httpx2.HTTPError)
+
+
 class OpenAICompatBackend(Backend):
     engine = "openai"
 
@@ -130,7 +140,7 @@ class OpenAICompatBackend(Backend):
             raise BackendError(
                 f"The server at {self.base_url} reported an error during the reply: {exc.message}"
             ) from exc
-        except httpx.HTTPError as exc:  # raised while reading a stream, outside the client's own wrapping
+        except stream_errors() as exc:  # raised while reading a stream, outside the client's own wrapping
             raise BackendError(f"The connection to {self.base_url} was lost before the reply finished "
                                f"({type(exc).__name__}).") from exc
         except (ValueError, KeyError, AttributeError, TypeError) as exc:

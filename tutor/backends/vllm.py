@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 
 from core.errors import BackendError
 from tutor.backends.base import Chunk, GenerationOptions, Message
@@ -117,7 +116,7 @@ class VLLMBackend(OpenAICompatBackend):
         client = getattr(server, "client", None)
         if client is None:
             client = server.client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="not-needed",
-                                                   max_retries=0, timeout=httpx.Timeout(self.timeout, connect=5.0))
+                                                   max_retries=0, timeout=openai.Timeout(self.timeout, connect=5.0))
         with server.lock:
             server.active += 1
         try:
