@@ -34,11 +34,17 @@ def test_no_guess_when_the_word_is_english_ambiguous_or_a_change_of_form():
     assert correction("unmeaningful") is None  # "meaningful" would say the opposite
     assert correction("familys") is None  # "family" loses the plural: a grammar error, not spelling
     assert correction("ther") is None     # too short to guess: the, there, their, her
+    # rare English words, and grammar errors whose fix is no spelling, found wrongly by an earlier rule
+    assert correction("ceviche") is None    # not "device": two edits that are not doubled letters
+    assert correction("treehouse") is None  # not "greenhouse"
+    assert correction("teached") is None    # "taught", not "reached": teach + ed, a grammar error
+    assert correction("choosed") is None    # not "chooses"
 
 
 def test_on_our_own_typos_most_are_fixed_and_almost_none_made_wrong():
     """The thresholds' measure: ``learner_noise.typo`` of 600 words of wordfreq's ranks 2,000-20,000 (seeded),
-    and 300 rarer valid words that must stay as they are. Chosen on this, never on JFLEG."""
+    and 1,500 rare valid words of ranks 40,000-80,000 that must stay as they are. Chosen on this and on the
+    212 prompts (where an earlier rule changed 3 valid words), never on JFLEG."""
     import random
 
     from wordfreq import top_n_list
@@ -53,10 +59,12 @@ def test_on_our_own_typos_most_are_fixed_and_almost_none_made_wrong():
     got = [correction(t) for _, t in pairs]
     fixed = sum(g == w for g, (w, _) in zip(got, pairs))
     wrong = sum(g is not None and g != w for g, (w, _) in zip(got, pairs))
-    # with the pinned packages: 553 typos, 357 fixed, 13 made wrong (the README's and tutor/spelling.py's figures)
+    # with the pinned packages: 553 typos, 349 fixed, 12 made wrong (the README's and tutor/spelling.py's figures)
     assert len(pairs) > 500 and fixed >= 0.6 * len(pairs) and wrong <= 0.04 * (fixed + wrong), (len(pairs), fixed, wrong)
-    valid = [w for w in top_n_list("en", 40000)[20000:] if w.isalpha() and len(w) >= 5][:300]
-    assert [w for w in valid if correction(w) is not None] == []
+    # rare valid words (mostly names) that no dictionary here lists: 4 of these 1,500 changed (wyman -> woman)
+    rare = [w for w in top_n_list("en", 80000)[40000:] if w.isalpha() and w.isascii() and len(w) >= 5][:1500]
+    changed = [w for w in rare if correction(w) is not None]
+    assert len(changed) <= 0.01 * len(rare), changed
 
 
 def test_only_what_the_reply_copied_from_the_learner_is_changed():
