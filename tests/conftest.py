@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import signal
 import time
 from pathlib import Path
 
@@ -121,6 +122,13 @@ class BoundedClient:
             pytest.fail(f"the app died ({_exit(self.proc.returncode)}) while {what}; its log ends:\n"
                         f"{log_tail(self.log)}", pytrace=False)
 
+    def _dump_threads(self) -> None:
+        """Ask a stuck app for every thread's stack (webui.commands registers SIGUSR1 with faulthandler); it
+        lands in the app's log, whose tail the failure shows."""
+        if self.proc is not None and self.proc.poll() is None and hasattr(signal, "SIGUSR1"):
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+
     def wait(self, job, timeout: float | None = None, what: str = "waiting for a reply"):
         """Block until ``job`` is done (bounded), checking the server every 0.2 s."""
         import concurrent.futures
@@ -133,8 +141,9 @@ class BoundedClient:
                 self._check(what)
                 if time.monotonic() > deadline:
                     job.cancel()
+                    self._dump_threads()
                     pytest.fail(f"no answer within {timeout or self.timeout:.0f} s while {what}; the app's log "
-                                f"ends:\n{log_tail(self.log)}", pytrace=False)
+                                f"ends (with every thread's stack):\n{log_tail(self.log, 20000)}", pytrace=False)
 
     def predict(self, *args, api_name: str, timeout: float | None = None):
         job = self.client.submit(*args, api_name=api_name)

@@ -100,3 +100,15 @@ def test_learner_list_holds_only_the_sessions_own_conversations(tmp_path):
     assert [cid for _, cid in conversation_choices(store, [b])] == [b]
     assert {cid for _, cid in conversation_choices(store)} == {a, b}  # the tester view
     assert conversation_choices(store, []) == []
+
+
+def test_a_stuck_app_can_be_asked_for_its_threads_stacks(running_app):
+    """`kill -USR1` makes the app print every thread's stack to its log and go on: what a test shows when a
+    reply never comes (conftest's bounded wait asks for it before failing)."""
+    client = running_app["client"]()
+    client._dump_threads()
+    log = running_app["log"].read_text()
+    assert "most recent call first" in log and "Thread 0x" in log, log[-2000:]
+    assert running_app["proc"].poll() is None  # the app is still serving
+    out = client.predict("I like tea", "default", "beginner", api_name="/send")
+    assert "⚠️" not in out[2]

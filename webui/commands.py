@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
+import signal
 import sys
 
 from core.errors import QuimbotError
@@ -54,6 +56,8 @@ def port_in_use(host: str, port: int) -> None:
 
 def cmd_app(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints every thread's stack to stderr: a stuck app explains itself
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     if os.environ.get("QUIMBOT_ALLOW_HUB") != "1":  # read by huggingface_hub when it is imported
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
