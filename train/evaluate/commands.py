@@ -9,6 +9,8 @@ from pathlib import Path
 
 from core.errors import QuimbotError
 
+NO_SPELLING_HELP = ("score the model's own replies: without the app's correction of the learner's misspellings a "
+                    "reply copied (tutor.spelling; the same as QUIMBOT_SPELLING=0)")
 JFLEG = Path(__file__).resolve().parents[3] / "shared" / "data" / "jfleg-dev"
 
 
@@ -47,9 +49,7 @@ def register(subparsers) -> None:
                    "add them to the report and let the dialogue gate narrow the recommendation")
     q.add_argument("--concurrency", type=int, default=64,
                    help="with --vllm: requests in flight at once, over all models (default 64)")
-    q.add_argument("--no-spelling", action="store_true",
-                   help="score the model's own replies: without the app's correction of the learner's misspellings "
-                   "a reply copied (tutor.spelling; the same as QUIMBOT_SPELLING=0)")
+    q.add_argument("--no-spelling", action="store_true", help=NO_SPELLING_HELP)
     q.set_defaults(func=cmd_compare)
 
     q = esub.add_parser(
@@ -88,9 +88,7 @@ def register(subparsers) -> None:
                    help="as in the app, a reply that asks again what the tutor asked earlier in the dialogue is "
                    "generated again, sampled, up to N times (default: QUIMBOT_FRESH_TRIES, else 3); 0 measures "
                    "the model's own first replies")
-    q.add_argument("--no-spelling", action="store_true",
-                   help="score the model's own replies: without the app's correction of the learner's misspellings "
-                   "a reply copied (tutor.spelling; the same as QUIMBOT_SPELLING=0)")
+    q.add_argument("--no-spelling", action="store_true", help=NO_SPELLING_HELP)
     q.add_argument("--out", type=Path, default=Path("exports/dialogue"), help="report folder (default exports/dialogue)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_dialogue)

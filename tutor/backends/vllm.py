@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-
 from core.errors import BackendError
 from tutor.backends.base import Chunk, GenerationOptions, Message
 from tutor.backends.hf import split_adapter
