@@ -12,9 +12,9 @@ warm server:
 One warm-up turn (its own conversation, not counted) runs first, so the model and the page are hot.
 
 Tokens are the app's own count, read from its SQLite log afterwards: ``turns.completion_tokens``
-of every assistant turn, which the llama-cpp backend computes by tokenizing the finished reply with
-the model's tokenizer (``llm.tokenize``). Aggregate tokens/s of a phase = all completion tokens of
-the phase's replies / the phase's wall time (first message sent -> last reply received, client side).
+of every assistant turn: the engine's own count (llama-server's ``usage`` figures on the last streamed
+chunk; the in-process engine tokenizes the finished reply with the model's tokenizer). Aggregate
+tokens/s of a phase = all completion tokens of the phase's replies / the phase's wall time (first message sent -> last reply received, client side).
 The ratio printed is aggregate tokens/s at N sessions / aggregate tokens/s at 1 session, measured in
 the same run against the same server.
 
@@ -28,13 +28,14 @@ order, every user turn being that session's own messages in the order it sent th
 logged exactly once, never mixed up between learners), every reply 'ok'; what each client was shown
 (its chat history) is its own messages; PRAGMA integrity_check is ok.
 
-The llama-cpp backend generates one reply at a time (a lock around the model), so the N sessions'
-replies queue for the model and decoding gains nothing from concurrency: above 1.0 can only come from
+With the default engine (llama-server, one slot per conversation, continuous batching) the N sessions'
+replies decode together, so the ratio measures how far batching pays on this machine; with
+--engine in-process (one reply at a time, a lock around the model) above 1.0 can only come from
 overlapping one session's per-turn overhead (HTTP, Gradio queue, store writes, detector) with another's
-generation; below 1.0 is the cost of concurrency, including lost prompt-prefix (KV cache) reuse, since
-interleaved sessions' prompts do not extend each other the way one session's consecutive prompts do.
+generation. QUIMBOT_ENGINE_ARGS passes through to the app, to compare engine flags ("-fa off").
 Other processes on the machine skew everything (llama.cpp uses every core): the CPU they used during
-each phase is measured from /proc and printed, with a warning above 0.2 cores.
+each phase is measured from /proc and printed (the engine, the app, these clients, other processes), with a
+warning above 0.2 cores for other processes.
 
 Usage:  .venv/bin/python benchmarks/load.py [--sessions N] [--turns N] [--max-tokens N] [--db PATH]
 """
@@ -243,11 +244,12 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pid: int) -> tuple[float, float, float]:
+def cpu_seconds(pid: int) -> tuple[float, float, float, float]:
     """(CPU seconds all processes have used, CPU seconds of the app ``pid``, its child processes (the
-    engine) and this process, CPU seconds of the children alone), from /proc; their growth over a phase
-    tells how much of the machine other processes took. NaN off Linux. A child that exits during a phase
-    takes its seconds with it; the engine lives for the whole run."""
+    engine) and this process, CPU seconds of the children alone, CPU seconds of this process (the
+    clients) alone), from /proc; their growth over a phase tells how much of the machine other processes
+    took. NaN off Linux. A child that exits during a phase takes its seconds with it; the engine lives for
+    the whole run."""
     try:
         tick = os.sysconf("SC_CLK_TCK")
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
@@ -259,9 +261,10 @@ def cpu_seconds(pid: int) -> tuple[float, float, float]:
                 engine += _proc_cpu(child)
             except OSError:
                 pass
-        return busy, _proc_cpu(pid) + _proc_cpu(os.getpid()) + engine, engine
+        clients = _proc_cpu(os.getpid())
+        return busy, _proc_cpu(pid) + clients + engine, engine, clients
     except (OSError, ValueError, IndexError):
-        return float("nan"), float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan"), float("nan")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -352,15 +355,17 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
         for rnd in range(args.rounds):
             order = [("solo", 1), ("class", args.sessions)]
             for kind, n in order if rnd % 2 == 0 else order[::-1]:  # alternate the order to balance drift
-                busy0, own0, engine0 = cpu_seconds(proc.pid)
+                busy0, own0, engine0, clients0 = cpu_seconds(proc.pid)
                 r = run_phase(url, f"{kind}{rnd + 1}", n, args.turns, args.model, args.level, args.timeout)
-                busy1, own1, engine1 = cpu_seconds(proc.pid)
+                busy1, own1, engine1, clients1 = cpu_seconds(proc.pid)
                 others = max(0.0, (busy1 - busy0) - (own1 - own0)) / r["wall_s"]
                 engine = (engine1 - engine0) / r["wall_s"]
-                r.update(kind=kind, round=rnd + 1, others=others, engine=engine)
+                clients = (clients1 - clients0) / r["wall_s"]
+                r.update(kind=kind, round=rnd + 1, others=others, engine=engine, clients=clients)
                 print(f"  round {rnd + 1}: {n} session(s), {n * args.turns} turns in {r['wall_s']:.1f} s, "
-                      f"{len(r['errors'])} error(s); the engine used {engine:.2f} cores, the app and these "
-                      f"clients {(own1 - own0) / r['wall_s'] - engine:.2f}, other processes {others:.2f}")
+                      f"{len(r['errors'])} error(s); the engine used {engine:.2f} cores, the app "
+                      f"{(own1 - own0) / r['wall_s'] - engine - clients:.2f}, these clients {clients:.2f}, "
+                      f"other processes {others:.2f}")
                 results.append(r)
     finally:
         proc.terminate()

@@ -137,6 +137,28 @@ def test_the_step_size_is_configurable_and_checked(monkeypatch):
     argv = server_command(Path("llama-server"), Path("m.gguf"), (), config)(8080)
     assert argv[argv.index("-b") + 1] == "128" and argv[argv.index("-ub") + 1] == "128"
     assert "--cache-reuse" in argv
+    assert argv[argv.index("-fa") + 1] == "off"  # as the in-process engine of the parity check
     monkeypatch.setenv("QUIMBOT_ENGINE_BATCH", "4")
     with pytest.raises(BackendError, match="QUIMBOT_ENGINE_BATCH=4"):
         EngineConfig.from_env()
+
+
+def test_more_engine_flags_come_from_the_environment_and_cannot_take_over_the_app(monkeypatch):
+    import pytest
+
+    from core.errors import BackendError
+    from tutor.backends.llama_server import server_command
+    from tutor.engine import EngineConfig
+
+    monkeypatch.setenv("QUIMBOT_ENGINE_ARGS", "-fa on --temp '0.5'")
+    argv = server_command(Path("llama-server"), Path("m.gguf"), (), EngineConfig.from_env())(8080)
+    assert argv[-4:] == ["-fa", "on", "--temp", "0.5"]  # last, so they override the app's own flags
+    assert argv[-6:-4] == ["-fa", "off"]  # the app's own choice, which the later "-fa on" overrides
+    monkeypatch.setenv("QUIMBOT_ENGINE_ARGS", "--port=9000")
+    with pytest.raises(BackendError, match="--port, which the app sets itself"):
+        EngineConfig.from_env()
+    monkeypatch.setenv("QUIMBOT_ENGINE_ARGS", "-fa 'on")
+    with pytest.raises(BackendError, match="cannot be split"):
+        EngineConfig.from_env()
+    monkeypatch.delenv("QUIMBOT_ENGINE_ARGS")
+    assert EngineConfig.from_env().extra_args == ()

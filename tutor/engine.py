@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -73,6 +74,9 @@ class EngineConfig:
     QUIMBOT_ENGINE_BATCH      tokens per llama-server step (-b and -ub; default 64): a small step lets a
                               new learner's prompt in between the others' decoding steps sooner
     QUIMBOT_VLLM              the vLLM command (default `vllm`), for QUIMBOT_ENGINE=vllm
+    QUIMBOT_ENGINE_ARGS       more flags for the engine's command line, split as a shell would
+                              (e.g. "-fa on" for llama-server, "--max-num-seqs 64" for vLLM); they come
+                              last, so they override the app's own choices
     """
 
     kind: str = "llama-server"
@@ -95,6 +99,7 @@ class EngineConfig:
             threads=int(env["QUIMBOT_ENGINE_THREADS"]) if env.get("QUIMBOT_ENGINE_THREADS") else None,
             batch=int(env.get("QUIMBOT_ENGINE_BATCH", "64")),
             vllm_command=env.get("QUIMBOT_VLLM", "vllm"),
+            extra_args=engine_args(env.get("QUIMBOT_ENGINE_ARGS", "")),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
@@ -105,6 +110,23 @@ class EngineConfig:
         if not 16 <= config.batch <= 8192:
             raise BackendError(f"QUIMBOT_ENGINE_BATCH={config.batch} is out of range; use 16-8192 tokens per step.")
         return config
+
+
+# Flags the app sets itself and supervises: another value would break its health checks and requests.
+OWNED_FLAGS = frozenset({"-m", "--model", "--host", "--port", "--api-key", "--api-key-file"})
+
+
+def engine_args(text: str) -> tuple[str, ...]:
+    """QUIMBOT_ENGINE_ARGS split as a shell would; a clear error for unbalanced quotes or a flag the app owns."""
+    try:
+        args = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise BackendError(f"QUIMBOT_ENGINE_ARGS={text!r} cannot be split into flags: {exc}.") from exc
+    owned = sorted({a.split("=", 1)[0] for a in args} & OWNED_FLAGS)
+    if owned:
+        raise BackendError(f"QUIMBOT_ENGINE_ARGS sets {', '.join(owned)}, which the app sets itself "
+                           "(the model is chosen in the app, host and port by the supervisor).")
+    return args
 
 
 def free_port() -> int:
