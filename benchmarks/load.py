@@ -14,7 +14,8 @@ One warm-up turn (its own conversation, not counted) runs first, so the model an
 Tokens are the app's own count, read from its SQLite log afterwards: ``turns.completion_tokens``
 of every assistant turn: the engine's own count (llama-server's ``usage`` figures on the last streamed
 chunk; the in-process engine tokenizes the finished reply with the model's tokenizer). Aggregate
-tokens/s of a phase = all completion tokens of the phase's replies / the phase's wall time (first message sent -> last reply received, client side).
+tokens/s of a phase = all completion tokens of the phase's replies / the phase's wall time (first
+message sent -> last reply received, client side).
 The ratio printed is aggregate tokens/s at N sessions / aggregate tokens/s at 1 session, measured in
 the same run against the same server.
 
@@ -434,7 +435,7 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
         print(f"ratio per round: {', '.join(f'{x:.3f}' for x in per_round)} "
               f"(median {statistics.median(per_round):.3f})")
     print("tok/s = the phase's completion tokens / its wall time; turn s = one /send call, client side; "
-          "gen ms = the app's logged latency_ms (backend.stream call -> last token, waiting for the model lock "
+          "gen ms = the app's logged latency_ms (backend.stream call -> last token, waiting for the engine "
           "included); others = CPU used by processes other than the app, its engine and this benchmark during the phase, in cores (from /proc)")
     for r in results:
         for e in r["errors"][:5]:

@@ -125,7 +125,8 @@ def engine_args(text: str) -> tuple[str, ...]:
     owned = sorted({a.split("=", 1)[0] for a in args} & OWNED_FLAGS)
     if owned:
         raise BackendError(f"QUIMBOT_ENGINE_ARGS sets {', '.join(owned)}, which the app sets itself "
-                           "(the model is chosen in the app, host and port by the supervisor).")
+                           "(the model is chosen in the app, host and port by the supervisor, "
+                           "and its requests carry no API key).")
     return args
 
 
