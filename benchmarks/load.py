@@ -338,8 +338,8 @@ def run(args: argparse.Namespace, tmpdir: Path) -> int:
     print(f"workload  : 1 session x {args.turns} turns, then {args.sessions} sessions x {args.turns} turns at once; "
           f"model {args.model}, level {args.level}, max_tokens={args.max_tokens}, "
           f"temperature={args.temperature}, seed={args.seed}")
-    print("tokens    : turns.completion_tokens from the app's log (the reply re-tokenized with the model's "
-          "tokenizer)")
+    print("tokens    : turns.completion_tokens from the app's log (llama-server's usage count; the in-process "
+          "engine re-tokenizes the reply)")
 
     log = open(log_path, "w")
     t = time.perf_counter()

@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT, app_server, log_tail
 
 from tutor import llama_build
+from tutor.weights import weight_type
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +58,8 @@ def test_the_app_serves_the_default_model_through_llama_server(tmp_path):
         assert len(pids) == 1, "--preload starts one llama-server for the bundled model"
         cmdline = psutil.Process(pids[0]).cmdline()
         assert "-np" in cmdline and "-no-kvu" in cmdline and "--jinja" in cmdline
+        served = Path(cmdline[cmdline.index("-m") + 1])  # the bundled Q4_1 file's Q8_0 copy, which batches
+        assert served.name.endswith(".q8_0.gguf") and weight_type(served) == "Q8_0"
         out = app["client"]().predict("Yesterday I go to the store", "default", "beginner", api_name="/send")
         assert "⚠️" not in out[2]
         (status, model, checkpoint), = rows(app["db"], "SELECT status, model_spec, checkpoint FROM turns "

@@ -77,6 +77,8 @@ class EngineConfig:
     QUIMBOT_ENGINE_ARGS       more flags for the engine's command line, split as a shell would
                               (e.g. "-fa on" for llama-server, "--max-num-seqs 64" for vLLM); they come
                               last, so they override the app's own choices
+    QUIMBOT_ENGINE_WEIGHTS    q8_0 (default): llama-server serves a Q4_1 or Q5_1 GGUF from a Q8_0 copy,
+                              which the CPU kernels batch (tutor/weights.py); as-is: every file as it is
     """
 
     kind: str = "llama-server"
@@ -87,6 +89,7 @@ class EngineConfig:
     batch: int = 64
     vllm_command: str = "vllm"
     extra_args: tuple[str, ...] = field(default=())
+    weights: str = "q8_0"
 
     @classmethod
     def from_env(cls, **overrides) -> EngineConfig:
@@ -100,6 +103,7 @@ class EngineConfig:
             batch=int(env.get("QUIMBOT_ENGINE_BATCH", "64")),
             vllm_command=env.get("QUIMBOT_VLLM", "vllm"),
             extra_args=engine_args(env.get("QUIMBOT_ENGINE_ARGS", "")),
+            weights=env.get("QUIMBOT_ENGINE_WEIGHTS", "q8_0").strip().lower() or "q8_0",
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
@@ -109,6 +113,9 @@ class EngineConfig:
             raise BackendError("The engine needs 1-64 slots and 256-32768 context tokens per slot.")
         if not 16 <= config.batch <= 8192:
             raise BackendError(f"QUIMBOT_ENGINE_BATCH={config.batch} is out of range; use 16-8192 tokens per step.")
+        if config.weights not in ("q8_0", "as-is"):
+            raise BackendError(f"QUIMBOT_ENGINE_WEIGHTS={config.weights!r} is not a choice; use q8_0 (the default: "
+                               "a Q4_1 or Q5_1 GGUF is served from a Q8_0 copy, which the CPU kernels batch) or as-is.")
         return config
 
 

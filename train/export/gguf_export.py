@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import QuimbotError
+from core.errors import BackendError, QuimbotError
 from core.files import file_sha256, write_json
 from train.export.converter import converter_dir, converter_env, llama_cpp_version
 from train.fit.provenance import git_state, utc_now
 from tutor.checkpoints import base_weights, is_adapter, names_bundled_model, read_provenance, recorded_base
 from tutor.config import Settings
+from tutor.weights import quantize as quantize_gguf
 
 # type -> (converter --outtype, llama.cpp ftype for llama_model_quantize from the f16 file)
 TYPES: dict[str, tuple[str | None, int | None]] = {
@@ -135,15 +136,10 @@ def convert(merged: Path, out_file: Path, outtype: str, folder: Path, say=print)
 
 
 def quantize(src: Path, dst: Path, ftype: int, say=print) -> None:
-    import llama_cpp
-
-    say(f"quantizing {src.name} -> {dst.name} (llama.cpp ftype {ftype})")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = os.cpu_count() or 2
-    code = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
-    if code != 0 or not dst.is_file():
-        raise ExportError(f"llama.cpp could not quantize {src} to ftype {ftype} (code {code}).")
+    try:
+        quantize_gguf(src, dst, ftype, say=say)
+    except BackendError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def _check_gguf(path: Path) -> None:

@@ -30,6 +30,7 @@ from tutor.backends.openai_compat import OpenAICompatBackend
 from tutor.config import Settings
 from tutor.engine import EngineConfig, EngineServer, supervisor_for
 from tutor.specs import ModelSpec
+from tutor.weights import served_weights
 
 _lora_lock = threading.Lock()
 
@@ -147,6 +148,8 @@ class LlamaServerBackend(OpenAICompatBackend):
             raise ModelSpecError(f"Spec {spec}: n_ctx must be between 256 and {self.config.ctx_per_slot}, the "
                                  "context each learner has on this server (QUIMBOT_ENGINE_CTX).")
         self.path = resolve_gguf(spec.target)
+        # a Q4_1 or Q5_1 file (the bundled model) is served from a Q8_0 copy, which the CPU kernels batch
+        self.served = served_weights(self.path, self.config.weights)
         lora = spec.get("lora")
         self.lora = resolve_gguf(lora) if lora else None
         self.binary = find_server_binary()
@@ -175,7 +178,7 @@ class LlamaServerBackend(OpenAICompatBackend):
         return (self.lora,) if self.lora is not None else ()
 
     def _command(self, loras: tuple[Path, ...]):
-        return server_command(self.binary, self.path, loras, self.config)
+        return server_command(self.binary, self.served, loras, self.config)
 
     def _client(self, server: EngineServer):
         import openai
