@@ -21,7 +21,6 @@ quantizer's log goes to a file, and a crash there cannot take the app down); whe
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 from core.errors import BackendError
+from core.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,9 @@ def served_weights(path: Path, mode: str = "q8_0") -> Path:
     ``mode`` is QUIMBOT_ENGINE_WEIGHTS (``EngineConfig.weights``): ``q8_0`` or ``as-is``."""
     if mode == "as-is":
         return path
+    target = copy_path(path)
+    if target.is_file():  # made before, so the source is Q4_1 or Q5_1: no need to read its tensors again
+        return target
     try:
         source_type = weight_type(path)
     except Exception as exc:  # noqa: BLE001 - llama-server gives the real error for a broken file
@@ -98,9 +101,6 @@ def served_weights(path: Path, mode: str = "q8_0") -> Path:
         return path
     if source_type not in UNBATCHED:
         return path
-    target = copy_path(path)
-    if target.is_file():
-        return target
     with _lock:
         if target.is_file():
             return target
@@ -139,10 +139,10 @@ def _convert(path: Path, target: Path, source_type: str) -> Path:
         part.unlink(missing_ok=True)
     seconds = time.monotonic() - t0
     st = path.stat()
-    (target.with_suffix(".json")).write_text(json.dumps(
-        {"source": str(path.resolve()), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns,
-         "source_type": source_type, "type": "Q8_0", "bytes": target.stat().st_size,
-         "seconds": round(seconds, 2)}, indent=2) + "\n")
+    write_json(target.with_suffix(".json"),
+               {"source": str(path.resolve()), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns,
+                "source_type": source_type, "type": "Q8_0", "bytes": target.stat().st_size,
+                "seconds": round(seconds, 2)})
     log.info("wrote the Q8_0 copy of %s in %.1f s", path.name, seconds)
     return target
 
